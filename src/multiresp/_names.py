@@ -1,0 +1,190 @@
+"""Entry names and Content-Disposition: the one place both sides check them.
+
+An entry name is a relative POSIX path. The server checks it when an :class:`Entry` is built,
+the client before anything is written, the upload receiver before a part is saved: all three
+call :func:`check_name`. The client also calls :func:`check_portable`, which adds the rules of
+the file system it writes to. Content-Disposition is built by :func:`content_disposition` (zip
+download names, multipart parts) and read by :func:`parse_content_disposition`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from urllib.parse import quote, unquote
+
+from ._errors import UnsafeNameError
+
+MAX_SEGMENT_BYTES = 255  # bytes of UTF-8 in one path segment: the limit of ext4, APFS, NTFS
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"COM{i}" for i in range(1, 10)]
+    + [f"LPT{i}" for i in range(1, 10)]
+)
+_WINDOWS_FORBIDDEN = re.compile(r'[<>:"|?*]')
+
+
+def check_name(name: str) -> str:
+    """Check that ``name`` is a safe relative POSIX path and return it.
+
+    A single trailing ``/`` marks a directory entry and is allowed.
+
+    Args:
+        name: The entry name.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        UnsafeNameError: the name is empty, absolute, starts with a drive letter, holds a
+            backslash, NUL or another control character, or has an empty, ``.`` or ``..``
+            segment.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"entry name must be str, not {type(name).__name__}")
+
+    def refuse(rule: str) -> UnsafeNameError:
+        return UnsafeNameError(f"unsafe entry name {name!r}: {rule}", entry=name)
+
+    if not name:
+        raise refuse("the name is empty")
+    if name.startswith("/"):
+        raise refuse("absolute paths are not allowed")
+    if _DRIVE.match(name):
+        raise refuse("drive letters are not allowed")
+    if "\\" in name:
+        raise refuse("backslashes are not allowed")
+    if "\x00" in name:
+        raise refuse("NUL is not allowed")
+    if _CONTROL.search(name):
+        raise refuse("control characters are not allowed")
+    body = name[:-1] if name.endswith("/") else name
+    for segment in body.split("/"):
+        if segment in ("", ".", ".."):
+            raise refuse(f"empty, '.' and '..' segments are not allowed (segment {segment!r})")
+    return name
+
+
+def check_portable(name: str, *, max_length: int = 1024, windows: bool | None = None) -> str:
+    """Check that ``name`` is safe (:func:`check_name`) and that this platform can hold it.
+
+    Args:
+        name: The entry name.
+        max_length: Longest name accepted, in characters.
+        windows: Apply the rules of Windows file systems; defaults to ``os.name == "nt"``.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        UnsafeNameError: the name is unsafe, too long, has a segment longer than 255 bytes, or
+            (on Windows) uses a reserved device name or a character Windows forbids.
+    """
+    check_name(name)
+    if len(name) > max_length:
+        raise UnsafeNameError(
+            f"entry name {name[:64]!r}... is {len(name)} characters,"
+            f" over the limit of {max_length}",
+            entry=name,
+        )
+    if windows is None:
+        windows = os.name == "nt"
+    for segment in name.rstrip("/").split("/"):
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise UnsafeNameError(
+                f"entry name {name!r}: segment over {MAX_SEGMENT_BYTES} bytes", entry=name
+            )
+        if windows:
+            stem = segment.split(".")[0].upper().rstrip(" ")
+            if stem in _WINDOWS_RESERVED:
+                raise UnsafeNameError(
+                    f"entry name {name!r}: {segment!r} is a reserved device name", entry=name
+                )
+            if _WINDOWS_FORBIDDEN.search(segment) or segment.endswith((" ", ".")):
+                raise UnsafeNameError(
+                    f"entry name {name!r}: {segment!r} cannot be a Windows file name", entry=name
+                )
+    return name
+
+
+def check_header_value(value: str, what: str) -> str:
+    """Refuse CR, LF and NUL, which would let a value break out of its HTTP header."""
+    if any(c in value for c in "\r\n\x00"):
+        raise UnsafeNameError(f"{what} {value!r}: CR, LF and NUL are not allowed in a header")
+    return value
+
+
+def _ascii_fallback(filename: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", filename)
+    ascii_only = "".join(
+        c if " " <= c < "\x7f" else "_" for c in decomposed if not unicodedata.combining(c)
+    )
+    return ascii_only.replace("\\", "_").replace('"', "_")
+
+
+def content_disposition(filename: str, disposition: str = "attachment") -> str:
+    """Build a ``Content-Disposition`` value for ``filename``.
+
+    ASCII names go in a quoted ``filename=``. Other names get an ASCII fallback in
+    ``filename=`` plus the exact name in ``filename*=UTF-8''...`` (RFC 6266, RFC 8187).
+
+    Args:
+        filename: The name to announce.
+        disposition: ``attachment``, ``inline`` or ``form-data``.
+
+    Returns:
+        The header value.
+
+    Raises:
+        UnsafeNameError: the name holds CR, LF or NUL.
+    """
+    check_header_value(filename, "file name")
+    fallback = _ascii_fallback(filename)
+    value = f'{disposition}; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+_PARAM = re.compile(
+    r';\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)', re.DOTALL
+)
+
+
+def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
+    """Split a header value such as ``attachment; filename="a.txt"`` into kind and params.
+
+    Parameter names are lower-cased; quoted strings are unquoted; ``name*`` values
+    (RFC 8187, ``charset'lang'percent-encoded``) are decoded and stored under ``name*``.
+    """
+    kind, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    for match in _PARAM.finditer(";" + rest):
+        key, raw = match.group(1).lower(), match.group(2).strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        if key.endswith("*"):
+            charset, _, tail = raw.partition("'")
+            _, _, encoded = tail.partition("'")
+            try:
+                raw = unquote(encoded, encoding=charset or "utf-8", errors="strict")
+            except (LookupError, UnicodeDecodeError):
+                continue  # an undecodable extended value is ignored, as RFC 6266 asks
+        params.setdefault(key, raw)
+    return kind.strip().lower(), params
+
+
+def parse_content_disposition(value: str) -> tuple[str, str | None]:
+    """Read the disposition and file name from a ``Content-Disposition`` value.
+
+    ``filename*`` is preferred over ``filename``. The name is returned as sent; callers check
+    it with :func:`check_name` before using it.
+
+    Returns:
+        ``(disposition, filename or None)``.
+    """
+    kind, params = parse_header_params(value)
+    return kind, params.get("filename*", params.get("filename"))
