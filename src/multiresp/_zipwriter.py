@@ -1,0 +1,493 @@
+"""Pure streaming zip encoder, with an exact size predictor that shares its header code.
+
+How it works: the caller drives one :class:`ZipWriter` per archive, h11 style, and sends the
+bytes each call returns, in order::
+
+    header = writer.start_entry(info, sample)   # local file header
+    body   = writer.write(chunk)                # entry data (stored chunks are returned as is)
+    tail   = writer.end_entry()                 # deflate flush and/or data descriptor
+    ...
+    last   = writer.finish()                    # central directory, zip64 records, end record
+
+Each entry takes the first layout its facts allow (DESIGN.md, "Zip entries"):
+
+1. STORE with CRC-32 and sizes in the local header, no data descriptor: size and CRC known
+   before the header (files on disk and bytes, whose CRC the caller computes ahead; every
+   empty entry and every directory, whose CRC is 0).
+2. STORE with sizes in the local header and the CRC in a data descriptor: size known, CRC not
+   (a one-shot iterable with a declared size).
+3. DEFLATE with a data descriptor: size unknown, or compression asked for. Under "store" an
+   unknown size is written as a deflate stream of stored blocks (5 bytes of framing per
+   65,535 of data), because only deflate marks its own end for a streaming reader.
+
+zip64 appears only where needed: in an entry whose size needs it, in the central-directory
+record of an entry whose offset needs it, and in the end records when the archive needs it.
+Names are UTF-8 with the language-encoding flag; the DOS date and time are UTC and the
+extended-timestamp extra field carries the Unix mtime, so the bytes never depend on the time
+zone or the clock: the same entries always give the same bytes.
+
+The module is pure: no I/O, no event loop, no clock.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import importlib
+import struct
+import types
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from ._errors import IntegrityError, LimitExceeded
+from ._names import check_name
+
+_isal_zlib: types.ModuleType | None
+try:  # isal is the optional `fast` extra: the same deflate and CRC-32, several times faster
+    _isal_zlib = importlib.import_module("isal.isal_zlib")
+except ImportError:  # pragma: no cover - exercised where the extra is not installed
+    _isal_zlib = None
+
+Compression = Literal["store", "deflate", "auto"]
+COMPRESSIONS: tuple[Compression, ...] = ("store", "deflate", "auto")
+
+crc32: Callable[[bytes, int], int] = _isal_zlib.crc32 if _isal_zlib is not None else zlib.crc32
+
+METHOD_STORE = 0
+METHOD_DEFLATE = 8
+FLAG_DATA_DESCRIPTOR = 1 << 3
+FLAG_UTF8 = 1 << 11
+
+VERSION_STORE = 10  # 1.0: stored file
+VERSION_DEFLATE = 20  # 2.0: deflate, directories
+VERSION_ZIP64 = 45  # 4.5: zip64 extensions
+VERSION_MADE_BY = (3 << 8) | VERSION_ZIP64  # Unix, spec 4.5: external attributes hold modes
+
+FILE_ATTRIBUTES = 0o100644 << 16  # regular file, rw-r--r--
+DIR_ATTRIBUTES = (0o40755 << 16) | 0x10  # directory, rwxr-xr-x, plus the MS-DOS directory bit
+
+ZIP32_MAX = 0xFFFFFFFF  # largest size or offset a zip32 field holds; the value itself means zip64
+ZIP32_MAX_ENTRIES = 0xFFFF  # entry count field; 0xFFFF itself means "see zip64"
+STORED_BLOCK_MAX = 0xFFFF  # bytes in one deflate stored block
+STORED_BLOCK_FINAL = b"\x01\x00\x00\xff\xff"  # an empty final stored block ends the stream
+
+LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")
+CENTRAL_HEADER = struct.Struct("<IHHHHHHIIIHHHHHII")
+END_RECORD = struct.Struct("<IHHHHIIH")
+ZIP64_END_RECORD = struct.Struct("<IQHHIIQQQQ")
+ZIP64_LOCATOR = struct.Struct("<IIQI")
+DESCRIPTOR32 = struct.Struct("<IIII")
+DESCRIPTOR64 = struct.Struct("<IIQQ")
+EXTRA_HEADER = struct.Struct("<HH")
+EXTENDED_TIMESTAMP = struct.Struct("<HHBi")  # tag 0x5455, size 5, flags (bit 0: mtime), mtime
+
+SIG_LOCAL = 0x04034B50
+SIG_CENTRAL = 0x02014B50
+SIG_DESCRIPTOR = 0x08074B50
+SIG_END = 0x06054B50
+SIG_ZIP64_END = 0x06064B50
+SIG_ZIP64_LOCATOR = 0x07064B50
+EXTRA_ZIP64 = 0x0001
+EXTRA_TIMESTAMP = 0x5455
+
+DOS_EPOCH = (1980, 1, 1, 0, 0, 0)
+DOS_LAST = (2107, 12, 31, 23, 59, 58)
+INT32_RANGE = range(-(1 << 31), 1 << 31)
+
+AUTO_SAMPLE = 64 * 1024  # bytes of an entry's start that "auto" test-compresses
+AUTO_MIN_SAVING = 0.10  # "auto" deflates only when the sample shrinks by at least this much
+DEFAULT_ZLIB_LEVEL = 6
+DEFAULT_ISAL_LEVEL = 1
+# Media types whose content is already compressed: "auto" stores them without sampling.
+INCOMPRESSIBLE_TYPES = frozenset(
+    {
+        "application/zip", "application/gzip", "application/x-gzip", "application/x-bzip2",
+        "application/x-xz", "application/zstd", "application/x-7z-compressed",
+        "application/x-rar-compressed", "application/vnd.rar", "application/x-zip-compressed",
+        "application/java-archive", "application/epub+zip", "application/pdf",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "font/woff", "font/woff2",
+    }
+)  # fmt: skip
+INCOMPRESSIBLE_PREFIXES = ("image/", "video/", "audio/")
+COMPRESSIBLE_IMAGES = frozenset({"image/svg+xml", "image/bmp", "image/x-ms-bmp", "image/tiff"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ZipEntryInfo:
+    """What the writer must know about an entry before its first byte.
+
+    Attributes:
+        name: The entry name; a trailing ``/`` marks a directory.
+        size: The size in bytes, or None when unknown.
+        mtime: Timezone-aware modification time, or None (then the DOS epoch, no extra field).
+        crc32: The CRC-32 of the content when known ahead, else None.
+        media_type: Used by ``compression="auto"``.
+    """
+
+    name: str
+    size: int | None = None
+    mtime: dt.datetime | None = None
+    crc32: int | None = None
+    media_type: str = "application/octet-stream"
+
+
+def is_incompressible(media_type: str) -> bool:
+    """True for media types whose content is already compressed (images, video, archives)."""
+    kind = media_type.split(";")[0].strip().lower()
+    if kind in COMPRESSIBLE_IMAGES:
+        return False
+    return kind in INCOMPRESSIBLE_TYPES or kind.startswith(INCOMPRESSIBLE_PREFIXES)
+
+
+def deflate_pays(sample: bytes) -> bool:
+    """True when a fast deflate of ``sample`` saves at least ``AUTO_MIN_SAVING`` of it."""
+    sample = sample[:AUTO_SAMPLE]
+    if not sample:
+        return False
+    compressed = zlib.compress(sample, 1)
+    return len(compressed) <= len(sample) * (1 - AUTO_MIN_SAVING)
+
+
+def _dos_datetime(mtime: dt.datetime | None) -> tuple[int, int]:
+    fields = DOS_EPOCH
+    if mtime is not None:
+        utc = mtime.astimezone(dt.timezone.utc)
+        fields = (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
+        fields = max(DOS_EPOCH, min(DOS_LAST, fields))
+    year, month, day, hour, minute, second = fields
+    return (hour << 11) | (minute << 5) | (second // 2), ((year - 1980) << 9) | (month << 5) | day
+
+
+def _unix_time(mtime: dt.datetime | None) -> int | None:
+    if mtime is None:
+        return None
+    seconds = calendar.timegm(mtime.astimezone(dt.timezone.utc).timetuple())
+    return seconds if seconds in INT32_RANGE else None
+
+
+def _deflate_bound(size: int) -> int:
+    """Most bytes a deflate stream of ``size`` bytes can take (zlib's deflateBound, stored)."""
+    return size + (size >> 12) + (size >> 14) + (size >> 25) + 13 + 5 * (size // STORED_BLOCK_MAX)
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+@dataclass(slots=True)
+class _Current:
+    """Bookkeeping for the entry being written."""
+
+    name: str
+    name_bytes: bytes
+    declared: int | None
+    method: int
+    flags: int
+    version: int
+    dos_time: int
+    dos_date: int
+    unix_time: int | None
+    crc: int
+    crc_given: bool
+    zip64_local: bool
+    offset: int
+    attributes: int
+    stored_deflate: bool
+    compressor: _Compressor | None
+    size: int = 0
+    compressed: int = 0
+
+
+class ZipWriter:
+    """Encodes a zip archive as a stream of bytes, one call per piece.
+
+    Args:
+        compression: ``"store"``, ``"deflate"`` or ``"auto"`` (deflate what compresses).
+        level: The zlib level (0-9) for deflate. None takes isal level 1 when the ``fast``
+            extra is installed, else zlib level 6.
+
+    Raises:
+        ValueError: an unknown compression or level.
+    """
+
+    def __init__(self, *, compression: Compression = "store", level: int | None = None) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
+        if level is not None and not 0 <= level <= 9:
+            raise ValueError(f"level must be 0-9, not {level}")
+        self.compression: Compression = compression
+        self.level = level
+        self.offset = 0  # bytes returned so far
+        self._central: list[bytes] = []
+        self._current: _Current | None = None
+        self._finished = False
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def will_deflate(self, info: ZipEntryInfo, sample: bytes = b"") -> bool:
+        """Whether the entry's data is compressed (``sample``: its first bytes, for "auto")."""
+        if info.name.endswith("/") or info.size == 0 or self.compression == "store":
+            return False
+        if self.compression == "deflate":
+            return True
+        return not is_incompressible(info.media_type) and deflate_pays(sample)
+
+    def wants_crc(self, info: ZipEntryInfo, sample: bytes = b"") -> bool:
+        """True when knowing the CRC ahead lets the entry take layout 1 (no data descriptor)."""
+        return info.size is not None and info.size > 0 and not self.will_deflate(info, sample)
+
+    def _compressor(self) -> _Compressor:
+        if self.level is None and _isal_zlib is not None:
+            compressor: _Compressor = _isal_zlib.compressobj(
+                DEFAULT_ISAL_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS
+            )
+            return compressor
+        level = DEFAULT_ZLIB_LEVEL if self.level is None else self.level
+        return zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+
+    # -- encoding --------------------------------------------------------------------------
+
+    def start_entry(self, info: ZipEntryInfo, sample: bytes = b"") -> bytes:
+        """Begin an entry and return its local file header.
+
+        Args:
+            info: The entry's name, size, mtime, CRC (when known ahead) and media type.
+            sample: The entry's first bytes, consulted by ``compression="auto"``.
+
+        Raises:
+            RuntimeError: the previous entry was not ended, or the archive is finished.
+            UnsafeNameError: the name is not a safe relative path.
+        """
+        if self._current is not None or self._finished:
+            raise RuntimeError("start_entry() called before end_entry() or after finish()")
+        check_name(info.name)
+        is_dir = info.name.endswith("/")
+        declared = 0 if is_dir else info.size
+        deflate = self.will_deflate(info, sample)
+        stored_deflate = not deflate and declared is None
+        crc_given = declared == 0 or (info.crc32 is not None and not deflate and not stored_deflate)
+        if deflate or stored_deflate:
+            method, bound = METHOD_DEFLATE, None if declared is None else _deflate_bound(declared)
+        else:
+            method, bound = METHOD_STORE, declared
+        zip64_local = bound is not None and bound >= ZIP32_MAX
+        descriptor = not crc_given
+        flags = FLAG_UTF8 | (FLAG_DATA_DESCRIPTOR if descriptor else 0)
+        if zip64_local:
+            version = VERSION_ZIP64
+        elif method == METHOD_DEFLATE or is_dir:
+            version = VERSION_DEFLATE
+        else:
+            version = VERSION_STORE
+        dos_time, dos_date = _dos_datetime(info.mtime)
+        name_bytes = info.name.encode("utf-8")
+        current = _Current(
+            name=info.name,
+            name_bytes=name_bytes,
+            declared=declared,
+            method=method,
+            flags=flags,
+            version=version,
+            dos_time=dos_time,
+            dos_date=dos_date,
+            unix_time=_unix_time(info.mtime),
+            crc=info.crc32 if crc_given and declared and info.crc32 is not None else 0,
+            crc_given=crc_given,
+            zip64_local=zip64_local,
+            offset=self.offset,
+            attributes=DIR_ATTRIBUTES if is_dir else FILE_ATTRIBUTES,
+            stored_deflate=stored_deflate,
+            compressor=self._compressor() if deflate else None,
+        )
+        self._current = current
+
+        sizes_in_header = method == METHOD_STORE  # layouts 1 and 2
+        crc_field = current.crc if crc_given else 0
+        size_field = declared if sizes_in_header and declared is not None else 0
+        extra = b""
+        if zip64_local:
+            extra += EXTRA_HEADER.pack(EXTRA_ZIP64, 16) + struct.pack("<QQ", size_field, size_field)
+            size_field = ZIP32_MAX
+        if current.unix_time is not None:
+            extra += EXTENDED_TIMESTAMP.pack(EXTRA_TIMESTAMP, 5, 1, current.unix_time)
+        header = LOCAL_HEADER.pack(
+            SIG_LOCAL, version, flags, method, dos_time, dos_date, crc_field,
+            size_field, size_field, len(name_bytes), len(extra),
+        )  # fmt: skip
+        return self._emit(header + name_bytes + extra)
+
+    def write(self, data: bytes) -> bytes:
+        """Add content to the current entry; return the bytes to send (``data`` itself for
+        stored entries, so no block is copied).
+
+        Raises:
+            IntegrityError: the entry now holds more bytes than its declared size.
+            LimitExceeded: an entry of undeclared size passed the zip32 limit of 4 GiB.
+        """
+        current = self._current
+        if current is None:
+            raise RuntimeError("write() called outside an entry")
+        if not data:
+            return b""
+        current.size += len(data)
+        if current.declared is not None and current.size > current.declared:
+            raise IntegrityError(
+                f"entry {current.name!r}: the source gave more than its declared size of "
+                f"{current.declared} bytes",
+                entry=current.name,
+            )
+        if not current.crc_given:
+            current.crc = crc32(data, current.crc)
+        if current.compressor is not None:
+            out = current.compressor.compress(data)
+        elif current.stored_deflate:
+            out = self._stored_blocks(data)
+        else:
+            out = data
+        current.compressed += len(out)
+        self._check_zip32(current)
+        return self._emit(out)
+
+    def skip(self, size: int) -> None:
+        """Account for ``size`` bytes of a stored entry without producing them.
+
+        Used to predict sizes and map byte ranges: the layout depends on lengths only.
+        """
+        current = self._current
+        if current is None or current.method != METHOD_STORE:
+            raise RuntimeError("skip() works only inside a stored entry of declared size")
+        current.size += size
+        current.compressed += size
+        self.offset += size
+
+    def end_entry(self) -> bytes:
+        """End the current entry; return what follows its data (flush, data descriptor).
+
+        Raises:
+            IntegrityError: the entry holds fewer bytes than its declared size.
+        """
+        current = self._current
+        if current is None:
+            raise RuntimeError("end_entry() called outside an entry")
+        if current.declared is not None and current.size != current.declared:
+            raise IntegrityError(
+                f"entry {current.name!r}: the source gave {current.size} bytes, "
+                f"not its declared {current.declared}",
+                entry=current.name,
+            )
+        tail = b""
+        if current.compressor is not None:
+            tail = current.compressor.flush()
+        elif current.stored_deflate:
+            tail = STORED_BLOCK_FINAL
+        current.compressed += len(tail)
+        self._check_zip32(current)
+        if current.flags & FLAG_DATA_DESCRIPTOR:
+            descriptor = DESCRIPTOR64 if current.zip64_local else DESCRIPTOR32
+            tail += descriptor.pack(SIG_DESCRIPTOR, current.crc, current.compressed, current.size)
+        self._central.append(self._central_record(current))
+        self._current = None
+        return self._emit(tail)
+
+    def finish(self) -> bytes:
+        """Return the central directory and end records; the archive is then complete."""
+        if self._current is not None or self._finished:
+            raise RuntimeError("finish() called inside an entry or twice")
+        self._finished = True
+        directory = b"".join(self._central)
+        start, count = self.offset, len(self._central)
+        end = b""
+        if count >= ZIP32_MAX_ENTRIES or start >= ZIP32_MAX or len(directory) >= ZIP32_MAX:
+            zip64_end_at = start + len(directory)
+            end += ZIP64_END_RECORD.pack(
+                SIG_ZIP64_END, ZIP64_END_RECORD.size - 12, VERSION_MADE_BY, VERSION_ZIP64,
+                0, 0, count, count, len(directory), start,
+            )  # fmt: skip
+            end += ZIP64_LOCATOR.pack(SIG_ZIP64_LOCATOR, 0, zip64_end_at, 1)
+        end += END_RECORD.pack(
+            SIG_END, 0, 0, min(count, ZIP32_MAX_ENTRIES), min(count, ZIP32_MAX_ENTRIES),
+            min(len(directory), ZIP32_MAX), min(start, ZIP32_MAX), 0,
+        )  # fmt: skip
+        return self._emit(directory + end)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _emit(self, data: bytes) -> bytes:
+        self.offset += len(data)
+        return data
+
+    @staticmethod
+    def _stored_blocks(data: bytes) -> bytes:
+        view = memoryview(data)
+        parts: list[bytes | memoryview] = []
+        for start in range(0, len(view), STORED_BLOCK_MAX):
+            block = view[start : start + STORED_BLOCK_MAX]
+            parts.append(struct.pack("<BHH", 0, len(block), len(block) ^ 0xFFFF))
+            parts.append(block)
+        return b"".join(parts)
+
+    @staticmethod
+    def _check_zip32(current: _Current) -> None:
+        if not current.zip64_local and max(current.size, current.compressed) >= ZIP32_MAX:
+            raise LimitExceeded(
+                f"entry {current.name!r}: an entry of undeclared size cannot pass 4 GiB "
+                "(declare its size to get a zip64 entry)",
+                entry=current.name,
+            )
+
+    def _central_record(self, current: _Current) -> bytes:
+        zip64_fields = []
+        size_field, compressed_field, offset_field = (
+            current.size, current.compressed, current.offset
+        )  # fmt: skip
+        if current.size >= ZIP32_MAX:
+            zip64_fields.append(current.size)
+            size_field = ZIP32_MAX
+        if current.compressed >= ZIP32_MAX:
+            zip64_fields.append(current.compressed)
+            compressed_field = ZIP32_MAX
+        if current.offset >= ZIP32_MAX:
+            zip64_fields.append(current.offset)
+            offset_field = ZIP32_MAX
+        extra = b""
+        version = current.version
+        if zip64_fields:
+            extra += EXTRA_HEADER.pack(EXTRA_ZIP64, 8 * len(zip64_fields))
+            extra += struct.pack(f"<{len(zip64_fields)}Q", *zip64_fields)
+            version = VERSION_ZIP64
+        if current.unix_time is not None:
+            extra += EXTENDED_TIMESTAMP.pack(EXTRA_TIMESTAMP, 5, 1, current.unix_time)
+        header = CENTRAL_HEADER.pack(
+            SIG_CENTRAL, VERSION_MADE_BY, version, current.flags, current.method,
+            current.dos_time, current.dos_date, current.crc, compressed_field, size_field,
+            len(current.name_bytes), len(extra), 0, 0, 0, current.attributes, offset_field,
+        )  # fmt: skip
+        return header + current.name_bytes + extra
+
+
+def zip_size(infos: Iterable[ZipEntryInfo]) -> int:
+    """The exact length of a stored archive of these entries, before any byte is read.
+
+    The prediction runs a :class:`ZipWriter` over the entries without their data, so it
+    cannot disagree with what the writer produces. Each info must have a size; give ``crc32``
+    (any value) for the entries whose CRC will be known ahead, as the writer will be told.
+
+    Raises:
+        ValueError: an entry has no size.
+    """
+    writer = ZipWriter(compression="store")
+    for info in infos:
+        if info.size is None:
+            raise ValueError(f"entry {info.name!r} has no size: the archive size is unknown")
+        writer.start_entry(info)
+        if not info.name.endswith("/"):
+            writer.skip(info.size)
+        writer.end_entry()
+    writer.finish()
+    return writer.offset
