@@ -1,0 +1,344 @@
+"""The read side of every response: sources in, encoded bytes out, in large pieces.
+
+How it works: the pure encoders (zip, multipart) need an entry's facts and then its bytes.
+A :class:`Pump` walks the entries and feeds an :class:`Encoder`:
+
+- Entries whose sources block (files, bytes, sync iterables) are handled by a
+  :class:`_BlockingWork` object in worker threads, one hop per ``SEND_TARGET`` of output:
+  small files are opened, read, CRC'd and framed many per hop; large files are read in
+  ``READ_BLOCK`` pieces, one hop each.
+- Async sources are read on the event loop, coalesced to ``SEND_TARGET``; their encoding
+  (deflate) runs in a thread.
+
+Where the encoder wants a file's CRC-32 before its header (zip layout 1), the file is read
+once ahead for it, unless the CRC cache already knows that (device, inode, size, mtime). A
+file whose size or mtime differs from its entry's when it is opened or when its last block is
+read aborts the transfer: the archive must not carry a CRC or size that its bytes belie.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from typing import BinaryIO, Protocol
+
+import anyio
+import anyio.to_thread
+
+from ._entries import AsyncIterSource, BytesSource, Entry, IterSource, PathSource
+from ._errors import IntegrityError, UnsafeNameError
+from ._zipwriter import crc32
+
+READ_BLOCK = 4 << 20  # bytes read from a file per thread hop
+SEND_TARGET = 1 << 20  # bytes of output gathered before a send (small files, headers)
+CRC_CACHE_ENTRIES = 4096  # (device, inode, size, mtime) -> CRC-32 remembered per process
+
+
+class Encoder(Protocol):
+    """An adapter around a pure writer, as the pump drives it."""
+
+    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
+        """True when the entry's CRC-32 should be known before its header."""
+        ...
+
+    def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
+        """The bytes that open the entry."""
+        ...
+
+    def write(self, data: bytes) -> bytes:
+        """The bytes that carry ``data``."""
+        ...
+
+    def end(self) -> bytes:
+        """The bytes that close the entry."""
+        ...
+
+    def finish(self) -> bytes:
+        """The bytes that close the body."""
+        ...
+
+
+class _CrcCache:
+    """A small, thread-safe LRU of file CRCs keyed by what says the file is unchanged."""
+
+    def __init__(self, capacity: int = CRC_CACHE_ENTRIES) -> None:
+        self._items: collections.OrderedDict[tuple[int, int, int, int], int] = (
+            collections.OrderedDict()
+        )
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(source: PathSource) -> tuple[int, int, int, int]:
+        return (source.device, source.inode, source.size, source.mtime_ns)
+
+    def get(self, source: PathSource) -> int | None:
+        with self._lock:
+            key = self.key(source)
+            crc = self._items.get(key)
+            if crc is not None:
+                self._items.move_to_end(key)
+            return crc
+
+    def put(self, source: PathSource, crc: int) -> None:
+        with self._lock:
+            self._items[self.key(source)] = crc
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+
+crc_cache = _CrcCache()
+
+
+def _changed(entry: Entry, source: PathSource) -> IntegrityError:
+    return IntegrityError(
+        f"entry {entry.name!r}: {source.path} changed since its size and mtime were taken "
+        f"(size/mtime check)",
+        entry=entry.name,
+    )
+
+
+def _check_unchanged(entry: Entry, source: PathSource, f: BinaryIO) -> None:
+    st = os.fstat(f.fileno())
+    if st.st_size != source.size or st.st_mtime_ns != source.mtime_ns:
+        raise _changed(entry, source)
+
+
+def _read_exact(f: BinaryIO, size: int, entry: Entry, source: PathSource) -> bytes:
+    data = f.read(size)
+    while len(data) < size:
+        more = f.read(size - len(data))
+        if not more:
+            raise _changed(entry, source)
+        data += more
+    return data
+
+
+class _BlockingWork:
+    """Entries with blocking sources, advanced one thread hop at a time.
+
+    Not thread-safe by design: the pump calls :meth:`step` from one hop at a time.
+    """
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.pending: collections.deque[Entry] = collections.deque()
+        self._entry: Entry | None = None
+        self._file: BinaryIO | None = None
+        self._left = 0
+        self._chunks: Iterator[bytes] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending) or self._entry is not None
+
+    def close(self) -> None:
+        """Release the open file, if any (after a failure or a disconnect)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._entry = None
+
+    def step(self, budget: int = SEND_TARGET) -> list[bytes]:
+        """Produce about ``budget`` bytes of output (more when a block is large)."""
+        out: list[bytes] = []
+        size = 0
+        while size < budget and self.busy:
+            if self._entry is None:
+                pieces = self._open(self.pending.popleft())
+            elif self._file is not None:
+                pieces = self._file_block()
+            else:
+                pieces = self._iter_block(budget - size)
+            out += pieces
+            size += sum(len(p) for p in pieces)
+        return out
+
+    def _open(self, entry: Entry) -> list[bytes]:
+        encoder, source = self.encoder, entry.source
+        if source is None:
+            return [encoder.start(entry, 0, b""), encoder.end()]
+        if isinstance(source, BytesSource):
+            data = source.data
+            crc = crc32(data, 0) if encoder.wants_crc(entry, data) else None
+            return [encoder.start(entry, crc, data), encoder.write(data), encoder.end()]
+        if isinstance(source, PathSource):
+            return self._open_file(entry, source)
+        if isinstance(source, IterSource):
+            if source.consumed:
+                raise RuntimeError(f"entry {entry.name!r}: its iterable was already read")
+            source.consumed = True
+            self._entry = entry
+            self._chunks = iter(source.chunks)
+            first = _as_bytes(next(self._chunks, b""), entry)
+            return [encoder.start(entry, None, first), encoder.write(first)]
+        raise TypeError(f"entry {entry.name!r}: {type(source).__name__} is read on the loop")
+
+    def _open_file(self, entry: Entry, source: PathSource) -> list[bytes]:
+        f: BinaryIO = open(source.path, "rb", buffering=0)
+        try:
+            _check_unchanged(entry, source, f)
+            size = source.size
+            if size <= READ_BLOCK:  # one read, CRC from memory
+                data = _read_exact(f, size, entry, source)
+                _check_unchanged(entry, source, f)
+                crc = crc32(data, 0) if self.encoder.wants_crc(entry, data) else None
+                f.close()
+                return [self.encoder.start(entry, crc, data), self.encoder.write(data),
+                        self.encoder.end()]  # fmt: skip
+            sample = _read_exact(f, READ_BLOCK, entry, source)
+            crc = None
+            if self.encoder.wants_crc(entry, sample):
+                crc = crc_cache.get(source)
+                if crc is None:
+                    crc = file_crc_from(f, size - READ_BLOCK, crc32(sample, 0))
+                    crc_cache.put(source, crc)
+                    f.seek(READ_BLOCK)
+        except BaseException:
+            f.close()
+            raise
+        self._entry, self._file, self._left = entry, f, size - READ_BLOCK
+        return [self.encoder.start(entry, crc, sample), self.encoder.write(sample)]
+
+    def _file_block(self) -> list[bytes]:
+        entry, f = self._entry, self._file
+        assert entry is not None and f is not None and isinstance(entry.source, PathSource)
+        data = _read_exact(f, min(self._left, READ_BLOCK), entry, entry.source)
+        self._left -= len(data)
+        out = [self.encoder.write(data)]
+        if not self._left:
+            _check_unchanged(entry, entry.source, f)
+            self.close()
+            out.append(self.encoder.end())
+        return out
+
+    def _iter_block(self, budget: int) -> list[bytes]:
+        assert self._chunks is not None
+        out: list[bytes] = []
+        size = 0
+        for chunk in self._chunks:
+            out.append(self.encoder.write(_as_bytes(chunk, self._entry)))
+            size += len(chunk)
+            if size >= budget:
+                return out
+        self._entry, self._chunks = None, None
+        out.append(self.encoder.end())
+        return out
+
+
+def file_crc_from(f: BinaryIO, size: int, crc: int) -> int:
+    """Continue ``crc`` over the next ``size`` bytes of ``f``."""
+    buffer = bytearray(min(READ_BLOCK, max(size, 1)))
+    view = memoryview(buffer)
+    left = size
+    while left:
+        n = f.readinto(view[: min(left, len(buffer))])  # type: ignore[attr-defined]
+        if not n:
+            break
+        crc = crc32(view[:n], crc)  # type: ignore[arg-type]
+        left -= n
+    return crc
+
+
+def _as_bytes(chunk: object, entry: Entry | None) -> bytes:
+    if isinstance(chunk, bytes):
+        return chunk
+    if isinstance(chunk, (bytearray, memoryview)):
+        return bytes(chunk)
+    name = entry.name if entry is not None else "?"
+    raise TypeError(f"entry {name!r}: its iterable yielded {type(chunk).__name__}, not bytes")
+
+
+class Pump:
+    """Turns entries into encoded output, reading sources off the event loop.
+
+    Args:
+        entries: A list of entries, or an async iterable producing them while the body is
+            already being sent.
+        encoder: The format adapter.
+    """
+
+    def __init__(self, entries: list[Entry] | AsyncIterable[Entry], encoder: Encoder) -> None:
+        self._entries = entries
+        self._encoder = encoder
+        self._names: set[str] = set()
+
+    async def _each(self) -> AsyncIterator[Entry]:
+        if isinstance(self._entries, list):
+            for entry in self._entries:
+                yield entry
+        else:
+            async for entry in self._entries:
+                if not isinstance(entry, Entry):
+                    raise TypeError(f"an entry stream yielded {type(entry).__name__}, not Entry")
+                yield entry
+
+    def _claim(self, entry: Entry) -> None:
+        if entry.name in self._names:
+            raise UnsafeNameError(f"duplicate entry name {entry.name!r}", entry=entry.name)
+        self._names.add(entry.name)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield the encoded body in pieces of about ``SEND_TARGET`` to ``READ_BLOCK`` bytes."""
+        work = _BlockingWork(self._encoder)
+        streamed = not isinstance(self._entries, list)
+        try:
+            async for entry in self._each():
+                self._claim(entry)
+                if isinstance(entry.source, AsyncIterSource):
+                    async for piece in self._drain(work):
+                        yield piece
+                    async for piece in self._async_entry(entry):
+                        yield piece
+                    continue
+                work.pending.append(entry)
+                if streamed:  # an entry produced late is sent as soon as it comes
+                    async for piece in self._drain(work):
+                        yield piece
+            async for piece in self._drain(work):
+                yield piece
+            yield self._encoder.finish()
+        finally:
+            work.close()
+
+    @staticmethod
+    async def _drain(work: _BlockingWork) -> AsyncIterator[bytes]:
+        while work.busy:
+            pieces = await anyio.to_thread.run_sync(work.step)
+            if len(pieces) == 1:
+                yield pieces[0]
+            elif pieces:
+                yield b"".join(pieces)
+
+    async def _async_entry(self, entry: Entry) -> AsyncIterator[bytes]:
+        source = entry.source
+        assert isinstance(source, AsyncIterSource)
+        if source.consumed:
+            raise RuntimeError(f"entry {entry.name!r}: its async iterable was already read")
+        source.consumed = True
+        encoder = self._encoder
+        chunks = source.chunks.__aiter__()
+        first = b""
+        async for chunk in chunks:
+            first = _as_bytes(chunk, entry)
+            break
+        prefix = [encoder.start(entry, None, first)]
+        raw = [first] if first else []
+        raw_size = len(first)
+        async for chunk in chunks:
+            data = _as_bytes(chunk, entry)
+            raw.append(data)
+            raw_size += len(data)
+            if raw_size >= SEND_TARGET:  # deflate may be slow: encode off the loop
+                yield await anyio.to_thread.run_sync(_encode, encoder, prefix, raw, False)
+                prefix, raw, raw_size = [], [], 0
+        yield await anyio.to_thread.run_sync(_encode, encoder, prefix, raw, True)
+
+
+def _encode(encoder: Encoder, prefix: list[bytes], raw: list[bytes], last: bool) -> bytes:
+    out = prefix + [encoder.write(data) for data in raw]
+    if last:
+        out.append(encoder.end())
+    return b"".join(out)

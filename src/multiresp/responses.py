@@ -1,0 +1,288 @@
+"""The ASGI responses: thin edges that drive the pure encoders with I/O.
+
+Each response resolves its entries (plain paths are stat'ed in a worker thread), decides its
+headers, then sends the body produced by a :class:`~multiresp._pump.Pump` while a second task
+reads ahead. A watcher task listens for ``http.disconnect`` and cancels the transfer, which
+closes every open file. A source that fails mid-stream raises out of the ASGI app, so the
+server ends the connection without the chunked terminator or short of ``Content-Length``:
+a client can never mistake the body for a complete archive.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from typing import IO, TypeAlias
+
+import anyio
+import anyio.to_thread
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ._entries import Entry, walk
+from ._errors import UnsafeNameError
+from ._names import content_disposition
+from ._pump import READ_BLOCK, Pump
+from ._zipwriter import COMPRESSIONS, Compression, ZipEntryInfo, ZipWriter, zip_size
+
+PREFETCH = 2  # pieces produced ahead of the one being sent; bounds memory per response
+
+EntryLike: TypeAlias = "Entry | str | os.PathLike[str]"
+Entries: TypeAlias = "Iterable[EntryLike] | AsyncIterable[Entry]"
+
+
+def _to_entries(item: EntryLike) -> list[Entry]:
+    if isinstance(item, Entry):
+        return [item]
+    path = pathlib.Path(item)
+    if path.is_dir():
+        return walk(path, prefix=path.name) if path.name else walk(path)
+    return [Entry.from_path(path)]
+
+
+def _resolve(items: Iterable[EntryLike]) -> list[Entry]:
+    """Entries from entries and paths (folders expand to their content); names unique."""
+    entries = [entry for item in items for entry in _to_entries(item)]
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.name in seen:
+            raise UnsafeNameError(f"duplicate entry name {entry.name!r}", entry=entry.name)
+        seen.add(entry.name)
+    return entries
+
+
+class _ZipEncoder:
+    """Adapts the pure :class:`ZipWriter` to the pump."""
+
+    def __init__(self, compression: Compression, level: int | None) -> None:
+        self.writer = ZipWriter(compression=compression, level=level)
+
+    @staticmethod
+    def info(entry: Entry, crc: int | None) -> ZipEntryInfo:
+        return ZipEntryInfo(
+            name=entry.name, size=entry.size, mtime=entry.mtime, crc32=crc,
+            media_type=entry.media_type,
+        )  # fmt: skip
+
+    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
+        return entry.rereadable and self.writer.wants_crc(self.info(entry, None), sample)
+
+    def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
+        return self.writer.start_entry(self.info(entry, crc), sample)
+
+    def write(self, data: bytes) -> bytes:
+        return self.writer.write(data)
+
+    def end(self) -> bytes:
+        return self.writer.end_entry()
+
+    def finish(self) -> bytes:
+        return self.writer.finish()
+
+
+def predict_zip_size(entries: list[Entry]) -> int | None:
+    """The exact stored archive size, or None when a size is unknown."""
+    if any(entry.size is None for entry in entries):
+        return None
+    # Re-readable sources get their CRC computed ahead (layout 1): say so with any CRC value.
+    return zip_size(_ZipEncoder.info(e, 0 if e.rereadable else None) for e in entries)
+
+
+class _FilesResponse(Response):
+    """What the streaming responses share: entries, headers, the send loop."""
+
+    def __init__(
+        self,
+        entries: Entries,
+        *,
+        media_type: str,
+        status_code: int,
+        headers: Mapping[str, str] | None,
+    ) -> None:
+        self.status_code = status_code
+        self.media_type = media_type
+        self.background = None
+        self.init_headers(headers)
+        self._items: Iterable[EntryLike] | None = None
+        self._stream: AsyncIterable[Entry] | None = None
+        if isinstance(entries, AsyncIterable):
+            self._stream = entries
+        elif isinstance(entries, (str, bytes, os.PathLike)):
+            raise TypeError("entries must be an iterable of entries or paths, not one path")
+        else:
+            self._items = entries
+
+    async def _entries(self) -> list[Entry] | AsyncIterable[Entry]:
+        if self._stream is not None:
+            return self._stream
+        assert self._items is not None
+        items = self._items
+        return await anyio.to_thread.run_sync(_resolve, items)
+
+    def _set_header(self, name: str, value: str) -> None:
+        if name not in self.headers:
+            self.headers[name] = value
+
+    async def _start(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+
+    async def _send_body(
+        self, scope: Scope, receive: Receive, send: Send, body: AsyncIterator[bytes]
+    ) -> None:
+        """Send ``body`` with read-ahead; stop on disconnect; raise what the body raised."""
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        failure: list[BaseException] = []
+        disconnected = False
+        writer, reader = anyio.create_memory_object_stream[bytes](PREFETCH)
+
+        async def produce() -> None:
+            try:
+                async with writer:
+                    async for piece in body:
+                        await writer.send(piece)
+            except Exception as exc:  # re-raised by the sending side, after the body stops
+                failure.append(exc)
+            finally:
+                await _aclose(body)
+
+        async def watch(cancel: anyio.CancelScope) -> None:
+            nonlocal disconnected
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected = True
+            cancel.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(produce)
+            group.start_soon(watch, group.cancel_scope)
+            async with reader:
+                async for piece in reader:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if failure:
+                group.cancel_scope.cancel()
+                raise failure[0]
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            group.cancel_scope.cancel()
+
+
+async def _aclose(body: AsyncIterator[bytes]) -> None:
+    close = getattr(body, "aclose", None)
+    if close is not None:
+        with anyio.CancelScope(shield=True):
+            await close()
+
+
+def _check_compression(compression: Compression) -> Compression:
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
+    return compression
+
+
+class ZipStreamResponse(_FilesResponse):
+    """A zip archive built while it is sent, in bounded memory.
+
+    When every size is known and compression is ``"store"``, the exact ``Content-Length`` is
+    sent and ``HEAD`` is answered without reading any source; otherwise the body is chunked.
+
+    Args:
+        entries: Entries or paths (a folder's path sends its content), or an async iterable
+            of entries produced while the response streams.
+        filename: The download name for ``Content-Disposition``.
+        compression: ``"store"``, ``"deflate"`` or ``"auto"`` (deflate what compresses).
+        level: zlib level 0-9 for deflate; None for the fast default.
+        status_code: The HTTP status.
+        headers: Extra headers; ones given here win over the computed ones.
+
+    Raises:
+        UnsafeNameError: ``filename`` holds CR, LF or NUL.
+        ValueError: an unknown compression.
+    """
+
+    def __init__(
+        self,
+        entries: Entries,
+        *,
+        filename: str = "files.zip",
+        compression: Compression = "store",
+        level: int | None = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.compression = _check_compression(compression)
+        self.level = level
+        ZipWriter(compression=compression, level=level)  # validates level now, not mid-stream
+        super().__init__(
+            entries, media_type="application/zip", status_code=status_code, headers=headers
+        )
+        self._set_header("content-disposition", content_disposition(filename))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entries = await self._entries()
+        if isinstance(entries, list) and self.compression == "store":
+            size = predict_zip_size(entries)
+            if size is not None:
+                self._set_header("content-length", str(size))
+        await self._start(send)
+        pump = Pump(entries, _ZipEncoder(self.compression, self.level))
+        await self._send_body(scope, receive, send, pump.chunks())
+
+
+class ZipResponse(_FilesResponse):
+    """ "Zip and send" done right: built in a temporary file off the event loop, then sent.
+
+    The temporary file is unlinked as soon as it is created (it lives only through its open
+    descriptor), so it disappears when the response ends, fails, or the client goes away,
+    and even if the process dies.
+
+    Args:
+        entries: Entries or paths (a folder's path sends its content), or an async iterable.
+        filename: The download name for ``Content-Disposition``.
+        compression: ``"deflate"`` (default), ``"store"`` or ``"auto"``.
+        level: zlib level 0-9 for deflate; None for the fast default.
+        status_code: The HTTP status.
+        headers: Extra headers; ones given here win over the computed ones.
+    """
+
+    def __init__(
+        self,
+        entries: Entries,
+        *,
+        filename: str = "files.zip",
+        compression: Compression = "deflate",
+        level: int | None = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.compression = _check_compression(compression)
+        self.level = level
+        ZipWriter(compression=compression, level=level)
+        super().__init__(
+            entries, media_type="application/zip", status_code=status_code, headers=headers
+        )
+        self._set_header("content-disposition", content_disposition(filename))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entries = await self._entries()
+        spool: IO[bytes] = await anyio.to_thread.run_sync(tempfile.TemporaryFile)
+        try:
+            pump = Pump(entries, _ZipEncoder(self.compression, self.level))
+            async for piece in pump.chunks():
+                await anyio.to_thread.run_sync(spool.write, piece)
+            size = await anyio.to_thread.run_sync(spool.tell)
+            self._set_header("content-length", str(size))
+            await self._start(send)
+            await anyio.to_thread.run_sync(spool.seek, 0)
+            await self._send_body(scope, receive, send, _read_blocks(spool))
+        finally:
+            spool.close()
+
+
+async def _read_blocks(f: IO[bytes]) -> AsyncIterator[bytes]:
+    while block := await anyio.to_thread.run_sync(f.read, READ_BLOCK):
+        yield block
