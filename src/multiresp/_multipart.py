@@ -1,0 +1,755 @@
+"""Pure multipart encoder and incremental decoder (RFC 2046 framing, RFC 6266 names).
+
+Nothing here does I/O: the writer turns part metadata and data into bytes, the reader turns
+bytes into events. The ASGI response and the httpx client drive them.
+"""
+
+# How this works
+# --------------
+# A body is a series of parts, each introduced by a delimiter line and closed by the next:
+#
+#     --BOUNDARY CRLF  headers CRLF CRLF  data  CRLF --BOUNDARY CRLF ...  CRLF --BOUNDARY-- CRLF
+#
+# The writer hands out each piece as it is asked for: ``start_part`` gives the delimiter line
+# and headers, ``write`` gives the data back untouched (only counting it against the declared
+# size), ``end_part`` the CRLF that belongs to the next delimiter, ``finish`` the closing
+# delimiter. ``multipart_size`` runs a writer over sizes alone, so the size it predicts comes
+# from the very code that writes the headers.
+#
+# The reader keeps one buffer (the bytes received and not yet handed out) and a position in
+# it, and moves through PREAMBLE -> BOUNDARY -> HEADERS -> DATA -> BOUNDARY ... -> DONE. It
+# starts with a CRLF already in the buffer, so the first delimiter looks like every other one:
+# CRLF "--" BOUNDARY. In DATA, a part that declared its Content-Length is handed over without
+# looking at its bytes, and the delimiter is then required right after them; a part without
+# one is searched for the delimiter with ``bytes.find``. Everything that cannot be the start
+# of a delimiter is handed out at once, so the buffer holds at most one read plus a delimiter
+# (or, in HEADERS, at most ``max_header_bytes``). When the buffer was fully consumed, the next
+# read becomes the buffer as it is (no copy); only a leftover is ever joined with new bytes.
+
+from __future__ import annotations
+
+import enum
+import re
+import secrets
+from collections.abc import Iterable
+
+from ._errors import IntegrityError, LimitExceeded, MultirespError, ProtocolError
+from ._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event, _Sentinel
+from ._names import (
+    check_header_value,
+    check_name,
+    content_disposition,
+    parse_content_disposition,
+    parse_header_params,
+)
+from ._types import Limits
+
+BOUNDARY_RANDOM_BYTES = 16  # bytes of randomness in a generated boundary (32 hex digits)
+MAX_BOUNDARY_LENGTH = 70  # characters (RFC 2046, section 5.1.1)
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # bytes of header lines in one part, blank line included
+DEFAULT_MAX_HEADERS = 32  # header lines in one part
+MAX_PREAMBLE_BYTES = 64 * 1024  # bytes ignored before the first delimiter
+MAX_EPILOGUE_BYTES = 64 * 1024  # bytes ignored after the closing delimiter
+MAX_PADDING_BYTES = 256  # bytes of transport padding (spaces, tabs) after a delimiter
+MAX_CONTENT_LENGTH_DIGITS = 20  # digits in a part's Content-Length (2**64 has 20)
+
+_CRLF = b"\r\n"
+_HEADERS_END = b"\r\n\r\n"
+_DASH = 0x2D  # "-"
+_CR = 0x0D
+_LF = 0x0A
+_PADDING = (0x20, 0x09)  # space, horizontal tab
+
+# RFC 2046: 1 to 70 bchars, the last one not a space.
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
+_HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_DIGITS = re.compile(rf"[0-9]{{1,{MAX_CONTENT_LENGTH_DIGITS}}}")
+_IDENTITY_ENCODINGS = frozenset({"binary", "8bit", "7bit"})
+# shared-mime-info types of files that are neither regular files nor directories
+_SPECIAL_FILE_TYPES = frozenset(
+    {"inode/symlink", "inode/blockdevice", "inode/chardevice", "inode/fifo", "inode/socket"}
+)
+
+
+def _boundary_problem(boundary: str) -> str | None:
+    """Say what is wrong with ``boundary`` under RFC 2046, or None when it is valid."""
+    if not 1 <= len(boundary) <= MAX_BOUNDARY_LENGTH:
+        return f"must be 1 to {MAX_BOUNDARY_LENGTH} characters long, not {len(boundary)}"
+    if not _BOUNDARY.fullmatch(boundary):
+        return (
+            "may only hold letters, digits, space and '()+_,-./:=? (RFC 2046),"
+            " and may not end with a space"
+        )
+    return None
+
+
+def boundary_from_content_type(content_type: str) -> str:
+    """Read the boundary from a ``multipart/*`` Content-Type value.
+
+    Args:
+        content_type: The header value, e.g. ``multipart/mixed; boundary="a b"``.
+
+    Returns:
+        The boundary, unquoted.
+
+    Raises:
+        ProtocolError: the media type is not ``multipart/<subtype>``, or the boundary is
+            missing or breaks RFC 2046.
+    """
+    kind, params = parse_header_params(content_type)
+    maintype, _, subtype = kind.partition("/")
+    if maintype != "multipart" or not _TOKEN.fullmatch(subtype):
+        raise ProtocolError(f"Content-Type {content_type!r} is not multipart/<subtype>")
+    boundary = params.get("boundary")
+    if boundary is None:
+        raise ProtocolError(f"Content-Type {content_type!r} has no boundary parameter")
+    problem = _boundary_problem(boundary)
+    if problem is not None:
+        raise ProtocolError(f"Content-Type {content_type!r}: the boundary {problem}")
+    return boundary
+
+
+class MultipartWriter:
+    """Encode a multipart body part by part; every call returns the bytes to send next.
+
+    For each part call :meth:`start_part`, then :meth:`write` for each piece of its data,
+    then :meth:`end_part`; after the last part call :meth:`finish`.
+
+    Attributes:
+        boundary: The boundary, random unless one was given.
+        content_type: The ``Content-Type`` value of the body,
+            e.g. ``multipart/mixed; boundary=...``.
+    """
+
+    __slots__ = (
+        "_dash_boundary",
+        "_finished",
+        "_limit",
+        "_part",
+        "_written",
+        "boundary",
+        "content_type",
+    )
+
+    def __init__(self, *, subtype: str = "mixed", boundary: str | None = None) -> None:
+        """Start a body.
+
+        Args:
+            subtype: The multipart subtype (``mixed``, ``related``, ``form-data``...).
+            boundary: The boundary to use. Leave it out: a random boundary cannot be forged
+                by the content of the parts.
+
+        Raises:
+            ValueError: the subtype is not a token, or the boundary breaks RFC 2046.
+        """
+        if not _TOKEN.fullmatch(subtype):
+            raise ValueError(f"multipart subtype {subtype!r} is not a token")
+        if boundary is None:
+            boundary = secrets.token_hex(BOUNDARY_RANDOM_BYTES)
+        problem = _boundary_problem(boundary)
+        if problem is not None:
+            raise ValueError(f"multipart boundary {boundary!r} {problem}")
+        self.boundary = boundary
+        quoted = boundary if _TOKEN.fullmatch(boundary) else f'"{boundary}"'
+        self.content_type = f"multipart/{subtype}; boundary={quoted}"
+        self._dash_boundary = b"--" + boundary.encode("ascii")
+        self._part: str | None = None
+        self._limit: int | None = None  # bytes the open part may hold, None when unknown
+        self._written = 0
+        self._finished = False
+
+    def start_part(self, name: str, *, size: int | None, media_type: str) -> bytes:
+        """Open a part.
+
+        Args:
+            name: The entry name, sent as the part's filename. A trailing ``/`` marks a
+                directory entry, sent as a part without content.
+            size: The number of bytes the part will hold, sent as ``Content-Length``; or None
+                when unknown.
+            media_type: Its ``Content-Type``; ``inode/directory`` for a directory.
+
+        Returns:
+            The delimiter line and the part's headers, up to and including the blank line.
+
+        Raises:
+            UnsafeNameError: the name is unsafe, or the name or media type holds CR, LF or NUL.
+            ValueError: a negative size, a directory with content, or an empty or non-ASCII
+                media type.
+            RuntimeError: a part is already open, or the body is finished.
+        """
+        if self._finished:
+            raise RuntimeError("the multipart body is finished")
+        if self._part is not None:
+            raise RuntimeError(f"part {self._part!r} is still open; call end_part() first")
+        check_name(name)
+        check_header_value(media_type, f"media type of part {name!r}")
+        if not media_type or not media_type.isascii():
+            raise ValueError(f"part {name!r}: media type {media_type!r} is empty or not ASCII")
+        if size is not None and size < 0:
+            raise ValueError(f"part {name!r}: size must be >= 0, not {size}")
+        is_dir = name.endswith("/")
+        if is_dir and size:
+            raise ValueError(f"directory part {name!r} cannot hold {size} bytes")
+        lines = [
+            self._dash_boundary,
+            b"Content-Type: " + media_type.encode("ascii"),
+            b"Content-Disposition: " + content_disposition(name).encode("ascii"),
+        ]
+        if size is not None:
+            lines.append(b"Content-Length: %d" % size)
+        self._part = name
+        self._limit = 0 if is_dir else size
+        self._written = 0
+        return _CRLF.join(lines) + _HEADERS_END
+
+    def write(self, data: bytes) -> bytes:
+        """Count a piece of the open part's data against its declared size.
+
+        Args:
+            data: The bytes.
+
+        Returns:
+            ``data`` itself, not a copy.
+
+        Raises:
+            IntegrityError: the part now holds more bytes than it declared.
+            RuntimeError: no part is open.
+        """
+        self._count(len(data))
+        return data
+
+    def _count(self, length: int) -> None:
+        if self._part is None:
+            raise RuntimeError("no part is open; call start_part() first")
+        self._written += length
+        if self._limit is not None and self._written > self._limit:
+            raise IntegrityError(
+                f"part {self._part!r}: {self._written} bytes, more than the {self._limit}"
+                " it declared",
+                entry=self._part,
+            )
+
+    def end_part(self) -> bytes:
+        """Close the open part.
+
+        Returns:
+            The framing that ends it.
+
+        Raises:
+            IntegrityError: the part holds fewer bytes than it declared.
+            RuntimeError: no part is open.
+        """
+        if self._part is None:
+            raise RuntimeError("no part is open; call start_part() first")
+        if self._limit is not None and self._written < self._limit:
+            raise IntegrityError(
+                f"part {self._part!r}: {self._written} bytes, fewer than the {self._limit}"
+                " it declared",
+                entry=self._part,
+            )
+        self._part = None
+        return _CRLF
+
+    def finish(self) -> bytes:
+        """End the body.
+
+        Returns:
+            The closing delimiter.
+
+        Raises:
+            RuntimeError: a part is still open, or the body is already finished.
+        """
+        if self._part is not None:
+            raise RuntimeError(f"part {self._part!r} is still open; call end_part() first")
+        if self._finished:
+            raise RuntimeError("the multipart body is already finished")
+        self._finished = True
+        return self._dash_boundary + b"--" + _CRLF
+
+
+def multipart_size(
+    parts: Iterable[tuple[str, int, str]], *, boundary: str, subtype: str = "mixed"
+) -> int:
+    """The exact length of the body :class:`MultipartWriter` writes for these parts.
+
+    Args:
+        parts: ``(name, size, media_type)`` for each part, in order.
+        boundary: The boundary the writer will use.
+        subtype: The multipart subtype.
+
+    Returns:
+        The body's length in bytes.
+
+    Raises:
+        UnsafeNameError, ValueError: as :meth:`MultipartWriter.start_part` would.
+    """
+    writer = MultipartWriter(subtype=subtype, boundary=boundary)
+    total = 0
+    for name, size, media_type in parts:
+        total += len(writer.start_part(name, size=size, media_type=media_type))
+        writer._count(size)
+        total += size + len(writer.end_part())
+    return total + len(writer.finish())
+
+
+class _State(enum.Enum):
+    PREAMBLE = enum.auto()  # looking for the first delimiter
+    BOUNDARY = enum.auto()  # at a delimiter; its line decides: another part, or the end
+    HEADERS = enum.auto()  # at the CRLF that ends a delimiter line, before a part's headers
+    DATA = enum.auto()  # in a part's content
+    CLOSED = enum.auto()  # the closing delimiter was read; End is next
+    DONE = enum.auto()  # End was given; the epilogue is being dropped
+    FAILED = enum.auto()  # an error was raised; nothing more can be read
+
+
+class MultipartReader:
+    """Decode a multipart body incrementally, h11 style.
+
+    Feed bytes with :meth:`receive_data` and take events with :meth:`next_event` until it
+    returns ``NEED_DATA`` (feed more) or :class:`End`. For each part the events are one
+    :class:`EntryStart`, any number of :class:`Data`, one :class:`EntryEnd`.
+
+    Example::
+
+        reader = MultipartReader(boundary_from_content_type(content_type))
+        for chunk in chunks:
+            reader.receive_data(chunk)
+            while (event := reader.next_event()) is not NEED_DATA: ...
+        reader.receive_data(b"")  # then drain the last events
+    """
+
+    __slots__ = (
+        "_buf",
+        "_declared",
+        "_delimiter",
+        "_eof",
+        "_header_scanned",
+        "_is_dir",
+        "_limits",
+        "_max_header_bytes",
+        "_max_headers",
+        "_name",
+        "_parts",
+        "_pos",
+        "_received",
+        "_skipped",
+        "_state",
+        "_total",
+    )
+
+    def __init__(
+        self,
+        boundary: str,
+        *,
+        limits: Limits | None = None,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+    ) -> None:
+        """Prepare to read a body.
+
+        Args:
+            boundary: The boundary, from :func:`boundary_from_content_type`.
+            limits: Bounds on part count (``max_files``), part size (``max_file_size``) and
+                the sum of part sizes (``max_total_size``); the defaults of :class:`Limits`
+                when None.
+            max_header_bytes: Most bytes of header lines in one part, blank line included.
+            max_headers: Most header lines in one part.
+
+        Raises:
+            ValueError: the boundary breaks RFC 2046, or a bound is not positive.
+        """
+        problem = _boundary_problem(boundary)
+        if problem is not None:
+            raise ValueError(f"multipart boundary {boundary!r} {problem}")
+        if max_header_bytes < 1 or max_headers < 1:
+            raise ValueError("max_header_bytes and max_headers must be positive")
+        self._delimiter = b"\r\n--" + boundary.encode("ascii")
+        self._limits = limits if limits is not None else Limits()
+        self._max_header_bytes = max_header_bytes
+        self._max_headers = max_headers
+        self._buf: bytes | bytearray = _CRLF
+        self._pos = 0
+        self._eof = False
+        self._state = _State.PREAMBLE
+        self._skipped = -len(_CRLF)  # preamble or epilogue bytes dropped (not the CRLF above)
+        self._header_scanned = 0  # bytes of the current header block searched already
+        self._parts = 0
+        self._total = 0
+        self._name: str | None = None  # the open part
+        self._declared: int | None = None
+        self._received = 0
+        self._is_dir = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes received; ``b""`` marks the end of the body.
+
+        Raises:
+            RuntimeError: bytes after the end of the body was marked.
+        """
+        if self._eof:
+            raise RuntimeError("receive_data() called after the end of the body (b'')")
+        if not data:
+            self._eof = True
+            return
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        if self._state is _State.DONE:
+            self._skipped += len(data)
+            return
+        buf = self._buf
+        if self._pos >= len(buf):
+            self._buf = data
+        elif isinstance(buf, bytearray):
+            del buf[: self._pos]
+            buf += data
+        else:
+            joined = bytearray(memoryview(buf)[self._pos :])
+            joined += data
+            self._buf = joined
+        self._pos = 0
+
+    def next_event(self) -> Event | _Sentinel:
+        """Return the next event, or ``NEED_DATA`` when more bytes are needed.
+
+        After :class:`End`, every call returns :class:`End` again.
+
+        Raises:
+            ProtocolError: a malformed or truncated body, a part without a name, a symlink or
+                device part, a header that cannot be read.
+            IntegrityError: a part whose bytes disagree with its Content-Length.
+            LimitExceeded: a bound of ``limits``, ``max_header_bytes`` or ``max_headers``.
+            UnsafeNameError: a part's name could escape its directory.
+            RuntimeError: called again after one of the errors above.
+        """
+        if self._state is _State.FAILED:
+            raise RuntimeError("the multipart reader stopped at an earlier error")
+        try:
+            return self._next_event()
+        except MultirespError:
+            self._state = _State.FAILED
+            raise
+
+    def _next_event(self) -> Event | _Sentinel:
+        while True:
+            state = self._state
+            if state is _State.DATA:
+                event = self._data_event()
+                if event is not None:
+                    return event
+            elif state is _State.HEADERS:
+                return self._headers_event()
+            elif state is _State.BOUNDARY:
+                boundary_event = self._boundary_event()
+                if boundary_event is not None:
+                    return boundary_event
+            elif state is _State.PREAMBLE:
+                if not self._skip_preamble():
+                    return NEED_DATA
+            elif state is _State.CLOSED:
+                self._skipped = len(self._buf) - self._pos
+                self._buf, self._pos = b"", 0
+                self._state = _State.DONE
+                return End()
+            else:  # DONE
+                self._buf, self._pos = b"", 0
+                if self._skipped > MAX_EPILOGUE_BYTES:
+                    raise ProtocolError(
+                        f"multipart epilogue over {MAX_EPILOGUE_BYTES} bytes after the"
+                        " closing boundary"
+                    )
+                return End()
+
+    # -- the states ----------------------------------------------------------------------
+
+    def _skip_preamble(self) -> bool:
+        """Drop bytes up to the first delimiter; True when it was reached."""
+        end = self._buf.find(self._delimiter, self._pos)
+        found = end != -1
+        if not found:
+            end = self._safe_end()
+        self._skipped += end - self._pos
+        self._pos = end
+        if self._skipped > MAX_PREAMBLE_BYTES:
+            raise ProtocolError(
+                f"multipart preamble over {MAX_PREAMBLE_BYTES} bytes: no boundary"
+                f" {self._delimiter[2:].decode('ascii')!r} line found"
+            )
+        if found:
+            self._state = _State.BOUNDARY
+            self._skipped = 0
+            return True
+        if self._eof:
+            raise ProtocolError(
+                f"multipart body has no boundary {self._delimiter[2:].decode('ascii')!r} line"
+            )
+        return False
+
+    def _boundary_event(self) -> EntryEnd | _Sentinel | None:
+        """Read a delimiter line; close the open part, if any (None when there was none)."""
+        line = self._delimiter_line()
+        if line is None:
+            if self._eof:
+                raise ProtocolError(f"multipart body truncated in the boundary line {self._at()}")
+            return NEED_DATA
+        closing, self._pos = line
+        self._state = _State.CLOSED if closing else _State.HEADERS
+        if self._name is None:
+            return None
+        event = EntryEnd(name=self._name, size=self._received)
+        self._name = None
+        return event
+
+    def _headers_event(self) -> EntryStart | _Sentinel:
+        buf, pos = self._buf, self._pos
+        # The block runs from the CRLF that ends the delimiter line to the blank line.
+        window_end = pos + len(_CRLF) + self._max_header_bytes
+        start = pos + max(0, self._header_scanned - len(_HEADERS_END) + 1)
+        end = buf.find(_HEADERS_END, start, window_end)
+        if end == -1:
+            available = len(buf) - pos
+            if available >= window_end - pos:
+                raise LimitExceeded(
+                    f"multipart part #{self._parts + 1}: headers over {self._max_header_bytes}"
+                    " bytes (max_header_bytes)"
+                )
+            if self._eof:
+                raise ProtocolError(
+                    f"multipart body truncated in the headers of part #{self._parts + 1}"
+                )
+            self._header_scanned = available
+            return NEED_DATA
+        self._header_scanned = 0
+        block = bytes(buf[pos + len(_CRLF) : end])
+        self._pos = end + len(_HEADERS_END)
+        return self._start_part(block.split(_CRLF) if block else [])
+
+    def _data_event(self) -> Data | _Sentinel | None:
+        """Hand out the open part's next bytes; None when its delimiter was reached."""
+        buf, pos = self._buf, self._pos
+        if self._declared is not None:
+            remaining = self._declared - self._received
+            if remaining == 0:
+                self._state = _State.BOUNDARY
+                return None
+            if pos == len(buf):
+                if self._eof:
+                    raise ProtocolError(
+                        f"multipart body truncated in part {self._name!r} after"
+                        f" {self._received} of the {self._declared} bytes its Content-Length"
+                        " declares",
+                        entry=self._name,
+                    )
+                return NEED_DATA
+            return self._hand_out(min(pos + remaining, len(buf)))
+        end = buf.find(self._delimiter, pos)
+        if end == -1:
+            end = self._safe_end()
+        elif end == pos:
+            self._state = _State.BOUNDARY
+            return None
+        if end > pos:
+            return self._hand_out(end)
+        if self._eof:
+            raise ProtocolError(
+                f"multipart body truncated in part {self._name!r} after {self._received}"
+                " bytes: the closing boundary never came",
+                entry=self._name,
+            )
+        return NEED_DATA
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _safe_end(self) -> int:
+        """Where the bytes that might begin a delimiter start (the buffer's end if none)."""
+        buf, delimiter = self._buf, self._delimiter
+        end = len(buf)
+        cr = buf.find(b"\r", max(self._pos, end - len(delimiter) + 1))
+        while cr != -1:
+            if delimiter.startswith(buf[cr:]):
+                return cr
+            cr = buf.find(b"\r", cr + 1)
+        return end
+
+    def _hand_out(self, end: int) -> Data:
+        buf, pos = self._buf, self._pos
+        length = end - pos
+        if self._declared is None:
+            self._check_growth(length)
+        if isinstance(buf, bytes):
+            chunk = buf if pos == 0 and end == len(buf) else buf[pos:end]
+        else:
+            with memoryview(buf) as view:
+                chunk = view[pos:end].tobytes()
+        self._pos = end
+        self._received += length
+        return Data(chunk)
+
+    def _check_growth(self, length: int) -> None:
+        """Check bytes of a part without Content-Length before they are handed out."""
+        name, limits = self._name, self._limits
+        if self._is_dir:
+            raise ProtocolError(f"directory part {name!r} has content", entry=name)
+        size = self._received + length
+        if limits.max_file_size is not None and size > limits.max_file_size:
+            raise LimitExceeded(
+                f"part {name!r}: over {limits.max_file_size} bytes (max_file_size)", entry=name
+            )
+        self._total += length
+        if limits.max_total_size is not None and self._total > limits.max_total_size:
+            raise LimitExceeded(
+                f"part {name!r}: the parts add up to over {limits.max_total_size} bytes"
+                " (max_total_size)",
+                entry=name,
+            )
+
+    def _delimiter_line(self) -> tuple[bool, int] | None:
+        """Match CRLF "--" BOUNDARY, then "--" or padding and CRLF, at the position.
+
+        Returns:
+            None when more bytes are needed; else whether it is the closing delimiter, and
+            where the line ends (for another part: at its CRLF, which the headers start with).
+        """
+        buf, pos, delimiter = self._buf, self._pos, self._delimiter
+        end = len(buf)
+        after = pos + len(delimiter)
+        if after > end:
+            if not delimiter.startswith(buf[pos:end]):
+                raise self._missing_delimiter()
+            return None
+        if not buf.startswith(delimiter, pos):
+            raise self._missing_delimiter()
+        if after == end:
+            return None
+        if buf[after] == _DASH:
+            if after + 1 == end:
+                return None
+            if buf[after + 1] == _DASH:
+                return True, after + 2
+            raise self._bad_delimiter_line()
+        padding_end = after
+        stop = min(end, after + MAX_PADDING_BYTES + 1)
+        while padding_end < stop and buf[padding_end] in _PADDING:
+            padding_end += 1
+        if padding_end - after > MAX_PADDING_BYTES:
+            raise self._bad_delimiter_line()
+        if padding_end == end:
+            return None
+        if buf[padding_end] != _CR:
+            raise self._bad_delimiter_line()
+        if padding_end + 1 == end:
+            return None
+        if buf[padding_end + 1] != _LF:
+            raise self._bad_delimiter_line()
+        return False, padding_end
+
+    def _at(self) -> str:
+        if self._name is not None:
+            return f"after part {self._name!r}"
+        return "that opens the body" if self._parts == 0 else f"after part #{self._parts}"
+
+    def _missing_delimiter(self) -> MultirespError:
+        # Only a part with a Content-Length can get here: the other paths found the delimiter.
+        return IntegrityError(
+            f"part {self._name!r}: no boundary right after the {self._declared} bytes its"
+            " Content-Length declares",
+            entry=self._name,
+        )
+
+    def _bad_delimiter_line(self) -> ProtocolError:
+        return ProtocolError(
+            f"multipart boundary line {self._at()} is followed by neither CRLF nor '--'",
+            entry=self._name,
+        )
+
+    def _start_part(self, lines: list[bytes]) -> EntryStart:
+        number = self._parts + 1
+        label = f"multipart part #{number}"
+        limits = self._limits
+        if number > limits.max_files:
+            raise LimitExceeded(f"{label}: more than {limits.max_files} parts (max_files)")
+        if len(lines) > self._max_headers:
+            raise LimitExceeded(
+                f"{label}: {len(lines)} header lines, over {self._max_headers} (max_headers)"
+            )
+        headers = _parse_header_lines(lines, label)
+
+        def single(key: str) -> str | None:
+            values = [value for name, value in headers if name == key]
+            if len(values) > 1:
+                raise ProtocolError(f"{label}: {len(values)} {key} headers")
+            return values[0] if values else None
+
+        disposition = single("content-disposition")
+        if disposition is None:
+            raise ProtocolError(f"{label}: no Content-Disposition header, so no name")
+        _, name = parse_content_disposition(disposition)
+        if name is None:
+            name = parse_header_params(disposition)[1].get("name")
+        if name is None:
+            raise ProtocolError(f"{label}: Content-Disposition has neither filename nor name")
+        check_name(name)
+        where = f"multipart part {name!r}"
+        encoding = single("content-transfer-encoding")
+        if encoding is not None and encoding.lower() not in _IDENTITY_ENCODINGS:
+            raise ProtocolError(
+                f"{where}: Content-Transfer-Encoding {encoding!r} is not supported", entry=name
+            )
+        media_type = single("content-type")
+        if media_type is not None:
+            essence = media_type.partition(";")[0].strip().lower()
+            if essence in _SPECIAL_FILE_TYPES:
+                raise ProtocolError(
+                    f"{where}: media type {essence!r}; only files and directories are accepted",
+                    entry=name,
+                )
+        size = self._declared_size(single("content-length"), where, name)
+        is_dir = name.endswith("/")
+        if is_dir and size:
+            raise ProtocolError(f"{where}: a directory part declares {size} bytes", entry=name)
+        if size is not None:
+            if limits.max_file_size is not None and size > limits.max_file_size:
+                raise LimitExceeded(
+                    f"{where}: {size} bytes, over {limits.max_file_size} (max_file_size)",
+                    entry=name,
+                )
+            if limits.max_total_size is not None and self._total + size > limits.max_total_size:
+                raise LimitExceeded(
+                    f"{where}: the parts add up to over {limits.max_total_size} bytes"
+                    " (max_total_size)",
+                    entry=name,
+                )
+            self._total += size
+        self._parts = number
+        self._name, self._declared, self._received, self._is_dir = name, size, 0, is_dir
+        self._state = _State.DATA
+        return EntryStart(
+            name=name, size=size, media_type=media_type, is_dir=is_dir, headers=tuple(headers)
+        )
+
+    @staticmethod
+    def _declared_size(value: str | None, where: str, name: str) -> int | None:
+        if value is None:
+            return None
+        if not _DIGITS.fullmatch(value):
+            raise ProtocolError(f"{where}: Content-Length {value!r} is not a size", entry=name)
+        return int(value)
+
+
+def _parse_header_lines(lines: list[bytes], label: str) -> list[tuple[str, str]]:
+    """Split header lines into (lower-cased name, value) pairs."""
+    headers: list[tuple[str, str]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise ProtocolError(f"{label}: folded header line {line[:64]!r}")
+        raw_name, colon, raw_value = line.partition(b":")
+        if not colon or not _HEADER_NAME.fullmatch(raw_name):
+            raise ProtocolError(f"{label}: malformed header line {line[:64]!r}")
+        if b"\r" in raw_value or b"\n" in raw_value or b"\0" in raw_value:
+            raise ProtocolError(f"{label}: CR, LF or NUL in header {raw_name.decode()!r}")
+        try:
+            value = raw_value.strip(b" \t").decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{label}: header {raw_name.decode()!r} is not UTF-8") from None
+        headers.append((raw_name.decode("ascii").lower(), value))
+    return headers

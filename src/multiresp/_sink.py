@@ -1,0 +1,468 @@
+"""The safe file sink: reader events in, verified files under ``dest`` out.
+
+How this works: the sink is told what arrives, in the order the readers produce it
+(:class:`~multiresp._events.EntryStart`, :class:`~multiresp._events.Data`,
+:class:`~multiresp._events.EntryEnd`). For every entry it
+
+1. checks the name (:func:`~multiresp._names.check_portable`), the limits, and that the name
+   neither repeats an earlier entry nor turns one of its files into a folder (or the reverse);
+2. walks to the entry's folder one component at a time, creating what is missing. Where the
+   platform allows it (POSIX), every step opens the next folder relative to the previous one
+   with ``O_NOFOLLOW | O_DIRECTORY``, so an existing symbolic link is refused instead of
+   followed, and no path string is ever resolved through anything in ``dest``;
+3. writes the content to a hidden temporary file in that folder, created with
+   ``O_CREAT | O_EXCL | O_NOFOLLOW``, hashing it (SHA-256) in the same pass, with one
+   ``writev`` per batch of chunks instead of one ``write`` per chunk;
+4. at the entry's end, checks the byte count against the reader's and the declared size, and
+   only then renames the temporary file into place.
+
+Anything that goes wrong removes the current temporary file; files already renamed into place
+were complete and verified, and stay. The sink does no network I/O and never blocks on
+anything but the file system: the async client runs :meth:`FileSink.handle` in a worker
+thread, one hop per batch of events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import pathlib
+import secrets
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from ._errors import IntegrityError, LimitExceeded, ProtocolError, UnsafeNameError
+from ._events import Data, EntryEnd, EntryStart, Event
+from ._names import check_portable
+from ._types import Limits, SavedFile
+
+TEMP_SUFFIX = ".multiresp-part"
+TEMP_TOKEN_BYTES = 6  # random bytes in a temporary file name (12 hex digits)
+TEMP_STEM_BYTES = 100  # bytes of UTF-8 kept from the file name in its temporary name
+TEMP_NAME_ATTEMPTS = 5  # fresh random names tried before giving up on a clash
+FILE_MODE = 0o666  # permission bits of created files, before the umask
+DIR_MODE = 0o777  # permission bits of created folders, before the umask
+POSIX_IOV_MAX = 16  # buffers per writev that POSIX guarantees
+
+
+def _iov_max() -> int:
+    try:
+        return max(POSIX_IOV_MAX, os.sysconf("SC_IOV_MAX"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - no sysconf
+        return POSIX_IOV_MAX
+
+
+IOV_MAX = _iov_max()  # buffers per writev on this system
+
+# os.replace takes dir fds wherever os.rename does (both are renameat), but only os.rename is
+# listed in supports_dir_fd.
+_USE_DIR_FD = (
+    {os.open, os.mkdir, os.stat, os.unlink, os.rename} <= os.supports_dir_fd
+    and hasattr(os, "O_DIRECTORY")
+    and hasattr(os, "O_NOFOLLOW")
+)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+_OPEN_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+_REPARSE_POINT = stat.FILE_ATTRIBUTE_REPARSE_POINT
+
+
+@dataclass(frozen=True, slots=True)
+class _Folder:
+    """A folder under ``dest``: an open descriptor where the platform has ``*at`` calls.
+
+    ``ref(name)`` gives the ``(path, dir_fd)`` pair the ``os`` functions take, so the same
+    code runs relative to a descriptor (POSIX) or on checked path strings (elsewhere).
+    """
+
+    path: str
+    fd: int | None
+
+    def ref(self, name: str) -> tuple[str, int | None]:
+        if self.fd is None:
+            return os.path.join(self.path, name), None
+        return name, self.fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+@dataclass(slots=True)
+class _OpenFile:
+    """The entry being written: its temporary file and what was counted so far."""
+
+    start: EntryStart
+    folder: _Folder
+    final_name: str
+    temp_name: str
+    fd: int
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
+    size: int = 0
+
+
+@dataclass(slots=True)
+class _OpenDir:
+    """A directory entry between its start and its end."""
+
+    start: EntryStart
+
+
+def _temp_name(final_name: str) -> str:
+    stem = final_name.encode("utf-8")[:TEMP_STEM_BYTES].decode("utf-8", "ignore")
+    return f".{stem}.{secrets.token_hex(TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
+
+
+def _is_link(st: os.stat_result) -> bool:
+    return stat.S_ISLNK(st.st_mode) or bool(getattr(st, "st_file_attributes", 0) & _REPARSE_POINT)
+
+
+def _mtime_ns(mtime: dt.datetime) -> int:
+    delta = mtime - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write ``chunks`` to ``fd`` with as few system calls as possible, copying nothing."""
+    if not hasattr(os, "writev"):  # pragma: no cover - Windows
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        return
+    pending: list[bytes | memoryview] = list(chunks)
+    while pending:
+        group = pending[:IOV_MAX]
+        written = os.writev(fd, group)
+        done = 0
+        for buffer in group:
+            if written < len(buffer):
+                break
+            written -= len(buffer)
+            done += 1
+        if done < len(group):  # a short write: resume inside the buffer it stopped in
+            pending[done] = memoryview(pending[done])[written:]
+        del pending[:done]
+
+
+class FileSink:
+    """Writes entries under ``dest`` safely, verifying each before it takes its name.
+
+    Feed it the events of one transfer with :meth:`handle` (or :meth:`start`, :meth:`write`,
+    :meth:`end`), then :meth:`close` it; as a context manager it closes itself. Files
+    completed so far are listed in :attr:`saved`.
+
+    Args:
+        dest: The folder to write into; created (with its parents) when missing. It may itself
+            be a symbolic link: that is the caller's choice. Nothing under it is followed.
+        limits: Bounds checked here as a second line behind the readers; ``Limits()`` when
+            None.
+
+    Attributes:
+        saved: The files written so far, in order.
+    """
+
+    def __init__(self, dest: str | os.PathLike[str], *, limits: Limits | None = None) -> None:
+        self.limits = limits if limits is not None else Limits()
+        self.dest = pathlib.Path(dest)
+        self.saved: list[SavedFile] = []
+        self._entries = 0
+        self._total = 0
+        self._files: set[str] = set()  # names of file entries in this transfer
+        self._dirs: set[str] = set()  # folders this transfer uses (explicit or as parents)
+        self._explicit_dirs: set[str] = set()  # names of directory entries
+        self._placed: set[tuple[int, int]] = set()  # (device, inode) of files renamed in
+        self._current: _OpenFile | _OpenDir | None = None
+        self.dest.mkdir(parents=True, exist_ok=True)
+        root_fd = (
+            os.open(self.dest, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC) if _USE_DIR_FD else None
+        )
+        self._root = _Folder(str(self.dest), root_fd)
+        self._cached: tuple[tuple[str, ...], _Folder] | None = None
+
+    def __enter__(self) -> FileSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def current(self) -> str | None:
+        """The name of the entry being written, or None between entries."""
+        return self._current.start.name if self._current is not None else None
+
+    def handle(self, events: Iterable[Event]) -> None:
+        """Apply a batch of reader events in order; ``End`` is accepted and ignored.
+
+        Consecutive :class:`Data` events are written with one system call per batch.
+
+        Raises:
+            UnsafeNameError: a name is unsafe, not portable, repeats an earlier entry, clashes
+                with a file or folder of this transfer, or meets a symbolic link in ``dest``.
+            LimitExceeded: too many entries, or too many bytes in one entry or in all.
+            IntegrityError: an entry's byte count disagrees with its reader or its declared
+                size.
+            OSError: the file system refused a write.
+        """
+        chunks: list[bytes] = []
+        for event in events:
+            if type(event) is Data:
+                chunks.append(event.data)
+                continue
+            if chunks:
+                self.write(chunks)
+                chunks = []
+            if isinstance(event, EntryStart):
+                self.start(event)
+            elif isinstance(event, EntryEnd):
+                self.end(event)
+        if chunks:
+            self.write(chunks)
+
+    def start(self, event: EntryStart) -> None:
+        """Begin an entry: check it, create its folders, and open its temporary file."""
+        if self._current is not None:
+            raise RuntimeError(f"entry {event.name!r} started before {self.current!r} ended")
+        limits = self.limits
+        name = event.name
+        self._entries += 1
+        if self._entries > limits.max_files:
+            raise LimitExceeded(
+                f"entry {name!r} is entry number {self._entries}, over the limit of"
+                f" {limits.max_files} entries (max_files)",
+                entry=name,
+            )
+        check_portable(name, max_length=limits.max_name_length)
+        parts = tuple(name.rstrip("/").split("/"))
+        is_dir = event.is_dir or name.endswith("/")
+        if event.size is not None and not is_dir:
+            self._check_size(name, event.size, "declares")
+        self._claim(name, parts, is_dir)
+        if is_dir:
+            self._folder(name, parts)
+            self._current = _OpenDir(event)
+            return
+        folder = self._folder(name, parts[:-1])
+        for _ in range(TEMP_NAME_ATTEMPTS):
+            temp_name = _temp_name(parts[-1])
+            path, dir_fd = folder.ref(temp_name)
+            try:
+                fd = os.open(path, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
+            except FileExistsError:
+                continue
+            break
+        else:  # pragma: no cover - five random 48-bit names all taken
+            raise FileExistsError(f"no free temporary name for entry {name!r}")
+        self._current = _OpenFile(event, folder, parts[-1], temp_name, fd)
+
+    def write(self, chunks: list[bytes]) -> None:
+        """Append ``chunks`` to the current entry, after checking the limits and its size."""
+        current = self._current
+        count = sum(map(len, chunks))
+        if not isinstance(current, _OpenFile):
+            if count == 0:
+                return
+            where = f"directory entry {current.start.name!r}" if current else "no entry"
+            raise ProtocolError(f"{count} bytes of content arrived for {where}")
+        name = current.start.name
+        self._check_size(name, current.size + count, "has")
+        declared = current.start.size
+        if declared is not None and current.size + count > declared:
+            raise IntegrityError(
+                f"entry {name!r} has more than its declared {declared} bytes", entry=name
+            )
+        for chunk in chunks:
+            current.hasher.update(chunk)
+        _write_all(current.fd, chunks)
+        current.size += count
+        self._total += count
+
+    def end(self, event: EntryEnd) -> SavedFile | None:
+        """Finish the current entry: verify its size, then rename it into place.
+
+        Returns:
+            The saved file, or None for a directory entry.
+        """
+        current = self._current
+        if current is None or current.start.name != event.name:
+            raise RuntimeError(f"entry {event.name!r} ended, but {self.current!r} was open")
+        if isinstance(current, _OpenDir):
+            self._current = None
+            return None
+        name = event.name
+        declared = current.start.size
+        if current.size != event.size or (declared is not None and declared != current.size):
+            expected = event.size if current.size != event.size else declared
+            raise IntegrityError(
+                f"entry {name!r}: {current.size} bytes written, {expected} expected", entry=name
+            )
+        folder = current.folder
+        mtime = current.start.mtime
+        if mtime is not None and os.utime in os.supports_fd:
+            ns = _mtime_ns(mtime)
+            os.utime(current.fd, ns=(ns, ns))
+        st = os.fstat(current.fd)
+        final_path, dir_fd = folder.ref(current.final_name)
+        self._check_target(name, final_path, dir_fd)
+        os.close(current.fd)
+        current.fd = -1
+        temp_path, _ = folder.ref(current.temp_name)
+        os.replace(temp_path, final_path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        self._current = None
+        self._placed.add((st.st_dev, st.st_ino))
+        saved = SavedFile(
+            name, self.dest.joinpath(*name.split("/")), current.size, current.hasher.hexdigest()
+        )
+        self.saved.append(saved)
+        return saved
+
+    def abort(self) -> None:
+        """Drop the entry in progress, if any: its temporary file is removed."""
+        current, self._current = self._current, None
+        if isinstance(current, _OpenFile):
+            if current.fd >= 0:
+                os.close(current.fd)
+            path, dir_fd = current.folder.ref(current.temp_name)
+            try:
+                os.unlink(path, dir_fd=dir_fd)
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        """Abort the entry in progress, if any, and release the open folders."""
+        try:
+            self.abort()
+        finally:
+            if self._cached is not None:
+                self._cached[1].close()
+                self._cached = None
+            self._root.close()
+
+    def _check_size(self, name: str, size: int, verb: str) -> None:
+        limits = self.limits
+        if limits.max_file_size is not None and size > limits.max_file_size:
+            raise LimitExceeded(
+                f"entry {name!r} {verb} {size} bytes, over the limit of"
+                f" {limits.max_file_size} bytes per file (max_file_size)",
+                entry=name,
+            )
+        already = self._total - (self._current.size if isinstance(self._current, _OpenFile) else 0)
+        if limits.max_total_size is not None and already + size > limits.max_total_size:
+            raise LimitExceeded(
+                f"entry {name!r} {verb} {size} bytes, bringing the transfer over the limit of"
+                f" {limits.max_total_size} bytes in all (max_total_size)",
+                entry=name,
+            )
+
+    def _claim(self, name: str, parts: tuple[str, ...], is_dir: bool) -> None:
+        """Refuse repeated names and file/folder clashes within this transfer."""
+        key = "/".join(parts)
+        if key in (self._explicit_dirs if is_dir else self._files):
+            raise UnsafeNameError(f"entry {name!r} repeats an earlier entry's name", entry=name)
+        if is_dir and key in self._files:
+            raise UnsafeNameError(
+                f"directory entry {name!r} clashes with the file {key!r} of this transfer",
+                entry=name,
+            )
+        if not is_dir and key in self._dirs:
+            raise UnsafeNameError(
+                f"entry {name!r} clashes with the folder {key + '/'!r} of this transfer",
+                entry=name,
+            )
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            if parent in self._files:
+                raise UnsafeNameError(
+                    f"entry {name!r} needs the folder {parent + '/'!r}, but {parent!r} is a"
+                    " file of this transfer",
+                    entry=name,
+                )
+            self._dirs.add(parent)
+        if is_dir:
+            self._dirs.add(key)
+            self._explicit_dirs.add(key)
+        else:
+            self._files.add(key)
+
+    def _folder(self, name: str, parts: tuple[str, ...]) -> _Folder:
+        """Open (creating as needed) the folder ``parts`` under ``dest``, following no link."""
+        if not parts:
+            return self._root
+        if self._cached is not None:
+            if self._cached[0] == parts:
+                return self._cached[1]
+            self._cached[1].close()
+            self._cached = None
+        folder = self._root
+        try:
+            for depth, part in enumerate(parts, 1):
+                child = self._descend(name, folder, part, "/".join(parts[:depth]))
+                if folder is not self._root:
+                    folder.close()
+                folder = child
+        except BaseException:
+            if folder is not self._root:
+                folder.close()
+            raise
+        self._cached = (parts, folder)
+        return folder
+
+    def _descend(self, name: str, folder: _Folder, part: str, where: str) -> _Folder:
+        path, dir_fd = folder.ref(part)
+        try:
+            os.mkdir(path, DIR_MODE, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+        child = os.path.join(folder.path, part)
+        try:
+            if folder.fd is None:
+                st = os.stat(path, follow_symlinks=False)
+                if _is_link(st) or not stat.S_ISDIR(st.st_mode):
+                    raise NotADirectoryError(path)
+                return _Folder(child, None)
+            fd = os.open(path, _OPEN_DIR_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            try:
+                st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+            except OSError:
+                raise exc from None
+            what = "a symbolic link" if _is_link(st) else "not a folder"
+            raise UnsafeNameError(
+                f"entry {name!r} needs the folder {where + '/'!r}, but {where!r} in the"
+                f" destination is {what}; refusing to write through it",
+                entry=name,
+            ) from exc
+        return _Folder(child, fd)
+
+    def _check_target(self, name: str, path: str, dir_fd: int | None) -> None:
+        """Refuse to rename over a folder, or over a file this transfer already placed.
+
+        The second catches names that differ but land on one file, as ``A.txt`` and
+        ``a.txt`` do on case-insensitive file systems.
+        """
+        try:
+            st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode) and not _is_link(st):
+            raise UnsafeNameError(
+                f"entry {name!r} is a file, but a folder of that name exists in the destination",
+                entry=name,
+            )
+        if (st.st_dev, st.st_ino) in self._placed:
+            raise UnsafeNameError(
+                f"entry {name!r} lands on a file this transfer already wrote (the file system"
+                " does not tell the two names apart)",
+                entry=name,
+            )
