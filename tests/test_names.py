@@ -39,7 +39,9 @@ def test_unsafe_names_are_refused_with_the_rule(name: str, rule: str) -> None:
     assert info.value.entry == name
 
 
-@pytest.mark.parametrize("name", ["a", "a/b", "dir/", "a/b/c.txt", "résumé.pdf", "日本/語.txt", "..a"])
+@pytest.mark.parametrize(
+    "name", ["a", "a/b", "dir/", "a/b/c.txt", "résumé.pdf", "日本/語.txt", "..a"]
+)
 def test_safe_names_pass(name: str) -> None:
     assert check_name(name) == name
 

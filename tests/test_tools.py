@@ -10,11 +10,12 @@ import zipfile
 import zlib
 
 import pytest
-from conftest import require_tool
 from stream_unzip import stream_unzip
-from ziputil import Item, build
 
 from multiresp._zipwriter import ZipEntryInfo, ZipWriter
+
+from conftest import require_tool
+from ziputil import Item, build
 
 T0 = dt.datetime(2023, 6, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
 RANDOM = os.urandom(200_000)
@@ -87,9 +88,7 @@ def test_zipfile(archive: pathlib.Path) -> None:
 def test_stream_unzip_reads_while_streaming(archive: pathlib.Path) -> None:
     body = archive.read_bytes()
     chunks = (body[i : i + 7919] for i in range(0, len(body), 7919))
-    got = {
-        name.decode(): b"".join(data) for name, _size, data in stream_unzip(chunks)
-    }
+    got = {name.decode(): b"".join(data) for name, _size, data in stream_unzip(chunks)}
     assert got == EXPECTED
 
 

@@ -71,7 +71,7 @@ def test_any_entries_read_back_by_zipfile(entries: list[Item], compression: str)
     body = build(entries, compression)  # type: ignore[arg-type]
     assert read_all(body) == {item.info.name: item.data for item in entries}
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        for item, info in zip(entries, archive.infolist()):
+        for item, info in zip(entries, archive.infolist(), strict=True):
             if item.info.mtime is not None:
                 expected = max(item.info.mtime, dt.datetime(1980, 1, 1, tzinfo=UTC))
                 assert info.date_time[:5] == expected.timetuple()[:5]
@@ -234,9 +234,9 @@ def test_many_entries_switch_to_zip64_end_records_only() -> None:
     out.append(writer.finish())
     body = b"".join(out)
     assert body.count(b"PK\x06\x06") == 1 and body.count(b"PK\x06\x07") == 1
-    assert zip_size(
-        [ZipEntryInfo(name=f"{i:05x}", size=1, crc32=0) for i in range(count)]
-    ) == len(body)
+    assert zip_size([ZipEntryInfo(name=f"{i:05x}", size=1, crc32=0) for i in range(count)]) == len(
+        body
+    )
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         infos = archive.infolist()
         assert len(infos) == count

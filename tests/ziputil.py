@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ def build(items: Sequence[Item], compression: Compression = "store") -> bytes:
             )  # fmt: skip
         out.append(writer.start_entry(info, item.data[:65536]))
         cuts = [0, *sorted(c for c in item.chunks if 0 < c < len(item.data)), len(item.data)]
-        for start, end in zip(cuts, cuts[1:]):
+        for start, end in itertools.pairwise(cuts):
             out.append(writer.write(item.data[start:end]))
         out.append(writer.end_entry())
     out.append(writer.finish())

@@ -1,0 +1,130 @@
+"""The pump: every source kind and chunking, encoded and read back; sizes predicted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import itertools
+import pathlib
+import zipfile
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from multiresp import Entry
+from multiresp._pump import READ_BLOCK, Pump
+from multiresp.responses import _ZipEncoder, predict_zip_size
+
+KINDS = ["path", "bytes", "iter", "aiter", "iter-sized", "aiter-sized"]
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = [0, *sorted(c for c in cuts if 0 < c < len(data)), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+def make_entry(kind: str, name: str, data: bytes, cuts: list[int], tmp: pathlib.Path) -> Entry:
+    mtime = dt.datetime(2022, 1, 2, 3, 4, 6, tzinfo=dt.timezone.utc)
+    pieces = split(data, cuts)
+    if kind == "path":
+        path = tmp / name.replace("/", "_")
+        path.write_bytes(data)
+        return Entry.from_path(path, name)
+    if kind == "bytes":
+        return Entry.from_bytes(data, name, mtime=mtime)
+    size = len(data) if kind.endswith("sized") else None
+    if kind.startswith("iter"):
+        return Entry.from_iter(iter(pieces), name, size=size, mtime=mtime)
+
+    async def agen() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+
+    return Entry.from_iter(agen(), name, size=size, mtime=mtime)
+
+
+async def collect(entries: list[Entry] | AsyncIterator[Entry], compression: str) -> bytes:
+    pump = Pump(entries, _ZipEncoder(compression, None))  # type: ignore[arg-type]
+    return b"".join([piece async for piece in pump.chunks()])
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(KINDS),
+            st.integers(0, 300_000),
+            st.lists(st.integers(0, 300_000), max_size=4),
+        ),
+        max_size=6,
+    ),
+    st.sampled_from(["store", "deflate", "auto"]),
+    st.booleans(),
+)
+def test_every_source_kind_round_trips(
+    tmp_path_factory: pytest.TempPathFactory,
+    specs: list[tuple[str, int, list[int]]],
+    compression: str,
+    streamed: bool,
+) -> None:
+    tmp = tmp_path_factory.mktemp("pump")
+    expected = {}
+    entries = []
+    for i, (kind, size, cuts) in enumerate(specs):
+        data = (b"%d-%s " % (i, kind.encode())) * (size // 8 + 1)
+        data = data[:size]
+        name = f"d{i}/{kind}-{i}.bin"
+        expected[name] = data
+        entries.append(make_entry(kind, name, data, cuts, tmp))
+    predicted = predict_zip_size(entries)
+
+    async def stream() -> AsyncIterator[Entry]:
+        for entry in entries:
+            yield entry
+
+    body = anyio.run(collect, stream() if streamed else entries, compression)
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.testzip() is None
+        assert {i.filename: archive.read(i) for i in archive.infolist()} == expected
+    if compression == "store" and predicted is not None:
+        assert predicted == len(body)
+    assert (predicted is None) == any(e.size is None for e in entries)
+
+
+def test_large_file_crc_ahead_and_cache(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "large.bin"
+    path.write_bytes(bytes(range(256)) * ((READ_BLOCK * 2 + 12345) // 256))
+    entry = Entry.from_path(path)
+    first = anyio.run(collect, [entry], "store")
+    second = anyio.run(collect, [entry], "store")  # CRC from the cache this time
+    assert first == second
+    assert len(first) == predict_zip_size([entry])
+    with zipfile.ZipFile(io.BytesIO(first)) as archive:
+        assert archive.read("large.bin") == path.read_bytes()
+        assert not archive.getinfo("large.bin").flag_bits & 8  # CRC in the local header
+
+
+def test_an_iterable_cannot_be_sent_twice() -> None:
+    def gen() -> Iterator[bytes]:
+        yield b"x"
+
+    entry = Entry.from_iter(gen(), "once.bin")
+    anyio.run(collect, [entry], "store")
+    with pytest.raises(RuntimeError, match="already read"):
+        anyio.run(collect, [entry], "store")
+
+
+def test_duplicate_names_in_a_stream_are_refused() -> None:
+    from multiresp import UnsafeNameError
+
+    async def stream() -> AsyncIterator[Entry]:
+        yield Entry.from_bytes(b"a", "same.txt")
+        yield Entry.from_bytes(b"b", "same.txt")
+
+    with pytest.raises(UnsafeNameError, match="duplicate"):
+        anyio.run(collect, stream(), "store")
