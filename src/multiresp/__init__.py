@@ -11,6 +11,10 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import UnsafeNameError as UnsafeNameError
 from ._types import Limits as Limits
 from ._types import SavedFile as SavedFile
+from .responses import MultipartResponse as MultipartResponse
+from .responses import ZipResponse as ZipResponse
+from .responses import ZipStreamResponse as ZipStreamResponse
+from .responses import negotiate as negotiate
 
 __version__ = "0.1.0.dev0"
 
@@ -19,9 +23,13 @@ __all__ = (
     "IntegrityError",
     "LimitExceeded",
     "Limits",
+    "MultipartResponse",
     "MultirespError",
     "ProtocolError",
     "SavedFile",
     "UnsafeNameError",
+    "ZipResponse",
+    "ZipStreamResponse",
+    "negotiate",
     "walk",
 )

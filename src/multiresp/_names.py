@@ -128,8 +128,8 @@ def _ascii_fallback(filename: str) -> str:
 def content_disposition(filename: str, disposition: str = "attachment") -> str:
     """Build a ``Content-Disposition`` value for ``filename``.
 
-    ASCII names go in a quoted ``filename=``. Other names get an ASCII fallback in
-    ``filename=`` plus the exact name in ``filename*=UTF-8''...`` (RFC 6266, RFC 8187).
+    ASCII names go in a quoted ``filename=``. Other names get the exact name in
+    ``filename*=UTF-8''...`` plus an ASCII fallback in ``filename=`` (RFC 6266, RFC 8187).
 
     Args:
         filename: The name to announce.
@@ -143,10 +143,11 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     """
     check_header_value(filename, "file name")
     fallback = _ascii_fallback(filename)
-    value = f'{disposition}; filename="{fallback}"'
-    if fallback != filename:
-        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
-    return value
+    if fallback == filename:
+        return f'{disposition}; filename="{filename}"'
+    # filename* first: readers that keep the first "filename" parameter they meet (Python's
+    # email package among them) then get the exact name; the others prefer filename* anyway.
+    return f"{disposition}; filename*=UTF-8''{quote(filename, safe='')}; filename=\"{fallback}\""
 
 
 _PARAM = re.compile(

@@ -18,11 +18,14 @@ from typing import IO, TypeAlias
 
 import anyio
 import anyio.to_thread
-from starlette.responses import Response
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ._entries import Entry, walk
 from ._errors import UnsafeNameError
+from ._http import choose
+from ._multipart import MultipartWriter, multipart_size
 from ._names import content_disposition
 from ._pump import READ_BLOCK, Pump
 from ._zipwriter import COMPRESSIONS, Compression, ZipEntryInfo, ZipWriter, zip_size
@@ -286,3 +289,110 @@ class ZipResponse(_FilesResponse):
 async def _read_blocks(f: IO[bytes]) -> AsyncIterator[bytes]:
     while block := await anyio.to_thread.run_sync(f.read, READ_BLOCK):
         yield block
+
+
+class _MultipartEncoder:
+    """Adapts the pure :class:`MultipartWriter` to the pump."""
+
+    def __init__(self, writer: MultipartWriter) -> None:
+        self.writer = writer
+
+    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
+        return False
+
+    def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
+        return self.writer.start_part(entry.name, size=entry.size, media_type=entry.media_type)
+
+    def write(self, data: bytes) -> bytes:
+        return self.writer.write(data)
+
+    def end(self) -> bytes:
+        return self.writer.end_part()
+
+    def finish(self) -> bytes:
+        return self.writer.finish()
+
+
+class MultipartResponse(_FilesResponse):
+    """One part per entry in a ``multipart/<subtype>`` body, streamed in bounded memory.
+
+    Each part carries ``Content-Type``, ``Content-Disposition: attachment; filename="..."``
+    (plus ``filename*=UTF-8''...`` for non-ASCII names) and ``Content-Length`` when its size is
+    known. When every size is known the total ``Content-Length`` is exact and ``HEAD`` reads no
+    source.
+
+    Args:
+        entries: Entries or paths (a folder's path sends its content), or an async iterable
+            of entries produced while the response streams.
+        subtype: The multipart subtype; ``mixed`` by default.
+        boundary: The boundary. Leave it out: a random boundary cannot be forged by a file.
+        status_code: The HTTP status.
+        headers: Extra headers; ones given here win over the computed ones.
+
+    Raises:
+        ValueError: the subtype is not a token or the boundary breaks RFC 2046.
+    """
+
+    def __init__(
+        self,
+        entries: Entries,
+        *,
+        subtype: str = "mixed",
+        boundary: str | None = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        writer = MultipartWriter(subtype=subtype, boundary=boundary)  # validates both now
+        self.subtype, self.boundary = subtype, writer.boundary
+        super().__init__(
+            entries,
+            media_type=writer.content_type,
+            status_code=status_code,
+            headers=headers,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        entries = await self._entries()
+        if isinstance(entries, list) and all(entry.size is not None for entry in entries):
+            parts = [(e.name, e.size or 0, e.media_type) for e in entries]
+            size = multipart_size(parts, boundary=self.boundary, subtype=self.subtype)
+            self._set_header("content-length", str(size))
+        await self._start(send)
+        writer = MultipartWriter(subtype=self.subtype, boundary=self.boundary)
+        pump = Pump(entries, _MultipartEncoder(writer))
+        await self._send_body(scope, receive, send, pump.chunks())
+
+
+ZIP_MEDIA_TYPE = "application/zip"
+MULTIPART_MEDIA_TYPE = "multipart/mixed"
+
+
+def negotiate(
+    request: Request,
+    entries: Entries,
+    *,
+    filename: str = "files.zip",
+    compression: Compression = "store",
+) -> Response:
+    """The response the client's ``Accept`` header asks for.
+
+    ``multipart/mixed`` gives a :class:`MultipartResponse`; ``application/zip``, ``*/*`` or no
+    ``Accept`` gives a :class:`ZipStreamResponse` (preferred on a tie of q-values); when
+    neither is acceptable the answer is ``406 Not Acceptable``.
+
+    Args:
+        request: The Starlette request (its ``Accept`` header is read).
+        entries: As for the responses.
+        filename: The zip download name.
+        compression: The zip compression.
+    """
+    chosen = choose(request.headers.get("accept"), [ZIP_MEDIA_TYPE, MULTIPART_MEDIA_TYPE])
+    if chosen == ZIP_MEDIA_TYPE:
+        return ZipStreamResponse(entries, filename=filename, compression=compression)
+    if chosen == MULTIPART_MEDIA_TYPE:
+        return MultipartResponse(entries)
+    return PlainTextResponse(
+        f"Not Acceptable: this resource is available as {ZIP_MEDIA_TYPE} or "
+        f"{MULTIPART_MEDIA_TYPE}\n",
+        status_code=406,
+    )
