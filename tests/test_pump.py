@@ -128,3 +128,29 @@ def test_duplicate_names_in_a_stream_are_refused() -> None:
 
     with pytest.raises(UnsafeNameError, match="duplicate"):
         anyio.run(collect, stream(), "store")
+
+
+def test_crcs_of_upcoming_files_are_computed_ahead(tmp_path: pathlib.Path) -> None:
+    import multiresp._pump as pump
+
+    entries = []
+    for i in range(4):
+        path = tmp_path / f"large-{i}.bin"
+        path.write_bytes(bytes([i]) * (READ_BLOCK + 1000 * i + 1))
+        entries.append(Entry.from_path(path))
+    computed_ahead = []
+    original = pump._path_crc
+
+    def spy(entry: Entry, source: pump.PathSource, stop: object) -> int:
+        computed_ahead.append(entry.name)
+        return original(entry, source, stop)  # type: ignore[arg-type]
+
+    pump._path_crc = spy  # type: ignore[assignment]
+    try:
+        body = anyio.run(collect, entries, "store")
+    finally:
+        pump._path_crc = original
+    assert computed_ahead == ["large-1.bin", "large-2.bin", "large-3.bin"], computed_ahead
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.testzip() is None
+        assert all(not info.flag_bits & 8 for info in archive.infolist())

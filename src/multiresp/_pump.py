@@ -19,6 +19,8 @@ read aborts the transfer: the archive must not carry a CRC or size that its byte
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import itertools
 import os
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -34,6 +36,10 @@ from ._zipwriter import crc32
 READ_BLOCK = 4 << 20  # bytes read from a file per thread hop
 SEND_TARGET = 1 << 20  # bytes of output gathered before a send (small files, headers)
 CRC_CACHE_ENTRIES = 4096  # (device, inode, size, mtime) -> CRC-32 remembered per process
+CRC_AHEAD_FILES = 2  # large files whose CRC is computed ahead, beside the one being sent
+
+# CRCs of upcoming files are computed here, beside the thread that reads what is being sent.
+_crc_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="mr-crc")
 
 
 class Encoder(Protocol):
@@ -41,6 +47,10 @@ class Encoder(Protocol):
 
     def wants_crc(self, entry: Entry, sample: bytes) -> bool:
         """True when the entry's CRC-32 should be known before its header."""
+        ...
+
+    def crc_ahead(self, entry: Entry) -> bool:
+        """True when the entry will want its CRC whatever its first bytes are."""
         ...
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
@@ -129,13 +139,23 @@ class _BlockingWork:
         self._file: BinaryIO | None = None
         self._left = 0
         self._chunks: Iterator[bytes] | None = None
+        self._ahead: dict[int, concurrent.futures.Future[int]] = {}  # id(entry) -> its CRC
+        self._stop = threading.Event()
 
     @property
     def busy(self) -> bool:
         return bool(self.pending) or self._entry is not None
 
     def close(self) -> None:
-        """Release the open file, if any (after a failure or a disconnect)."""
+        """Release the open file and stop the CRCs computed ahead (after the end, a failure
+        or a disconnect)."""
+        self._stop.set()
+        for future in self._ahead.values():
+            future.cancel()
+        self._ahead.clear()
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -190,17 +210,36 @@ class _BlockingWork:
                         self.encoder.end()]  # fmt: skip
             sample = _read_exact(f, READ_BLOCK, entry, source)
             crc = None
+            ahead = self._ahead.pop(id(entry), None)
             if self.encoder.wants_crc(entry, sample):
                 crc = crc_cache.get(source)
+                if crc is None and ahead is not None:
+                    crc = ahead.result()
                 if crc is None:
                     crc = file_crc_from(f, size - READ_BLOCK, crc32(sample, 0))
                     crc_cache.put(source, crc)
                     f.seek(READ_BLOCK)
+            self._look_ahead()
         except BaseException:
             f.close()
             raise
         self._entry, self._file, self._left = entry, f, size - READ_BLOCK
         return [self.encoder.start(entry, crc, sample), self.encoder.write(sample)]
+
+    def _look_ahead(self) -> None:
+        """Start computing the CRCs of the next large files while this one is sent."""
+        upcoming = (
+            entry
+            for entry in self.pending
+            if isinstance(entry.source, PathSource) and entry.source.size > READ_BLOCK
+        )
+        for entry in itertools.islice(upcoming, CRC_AHEAD_FILES):
+            source = entry.source
+            assert isinstance(source, PathSource)
+            if id(entry) in self._ahead or not self.encoder.crc_ahead(entry):
+                continue
+            if crc_cache.get(source) is None:
+                self._ahead[id(entry)] = _crc_pool.submit(_path_crc, entry, source, self._stop)
 
     def _file_block(self) -> list[bytes]:
         entry, f = self._entry, self._file
@@ -210,7 +249,7 @@ class _BlockingWork:
         out = [self.encoder.write(data)]
         if not self._left:
             _check_unchanged(entry, entry.source, f)
-            self.close()
+            self._close_file()
             out.append(self.encoder.end())
         return out
 
@@ -228,17 +267,29 @@ class _BlockingWork:
         return out
 
 
-def file_crc_from(f: BinaryIO, size: int, crc: int) -> int:
-    """Continue ``crc`` over the next ``size`` bytes of ``f``."""
+def file_crc_from(f: BinaryIO, size: int, crc: int, stop: threading.Event | None = None) -> int:
+    """Continue ``crc`` over the next ``size`` bytes of ``f`` (until ``stop`` is set)."""
     buffer = bytearray(min(READ_BLOCK, max(size, 1)))
     view = memoryview(buffer)
     left = size
-    while left:
+    while left and not (stop is not None and stop.is_set()):
         n = f.readinto(view[: min(left, len(buffer))])  # type: ignore[attr-defined]
         if not n:
             break
         crc = crc32(view[:n], crc)  # type: ignore[arg-type]
         left -= n
+    return crc
+
+
+def _path_crc(entry: Entry, source: PathSource, stop: threading.Event) -> int:
+    """The CRC-32 of a whole file, checked against its entry's size and mtime; cached."""
+    with open(source.path, "rb", buffering=0) as f:
+        _check_unchanged(entry, source, f)
+        crc = file_crc_from(f, source.size, 0, stop)
+        if stop.is_set():
+            raise RuntimeError("cancelled")
+        _check_unchanged(entry, source, f)
+    crc_cache.put(source, crc)
     return crc
 
 

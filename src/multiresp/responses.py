@@ -28,7 +28,14 @@ from ._http import choose
 from ._multipart import MultipartWriter, multipart_size
 from ._names import content_disposition
 from ._pump import READ_BLOCK, Pump
-from ._zipwriter import COMPRESSIONS, Compression, ZipEntryInfo, ZipWriter, zip_size
+from ._zipwriter import (
+    COMPRESSIONS,
+    Compression,
+    ZipEntryInfo,
+    ZipWriter,
+    is_incompressible,
+    zip_size,
+)
 
 PREFETCH = 2  # pieces produced ahead of the one being sent; bounds memory per response
 
@@ -71,6 +78,13 @@ class _ZipEncoder:
 
     def wants_crc(self, entry: Entry, sample: bytes) -> bool:
         return entry.rereadable and self.writer.wants_crc(self.info(entry, None), sample)
+
+    def crc_ahead(self, entry: Entry) -> bool:
+        info = self.info(entry, None)
+        sure = self.writer.compression == "store" or (
+            self.writer.compression == "auto" and is_incompressible(entry.media_type)
+        )
+        return sure and entry.rereadable and self.writer.wants_crc(info, b"")
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
         return self.writer.start_entry(self.info(entry, crc), sample)
@@ -298,6 +312,9 @@ class _MultipartEncoder:
         self.writer = writer
 
     def wants_crc(self, entry: Entry, sample: bytes) -> bool:
+        return False
+
+    def crc_ahead(self, entry: Entry) -> bool:
         return False
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
