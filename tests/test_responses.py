@@ -249,3 +249,9 @@ def test_stream_unzip_and_bsdtar_read_the_live_stream(
     out.mkdir()
     subprocess.run(f"{curl} -sf {server.url} | {bsdtar} -xf - -C {out}", shell=True, check=True)
     assert contents(out / "data", "data") == contents(tree, "data")
+
+
+def test_duplicate_names_fail_before_the_headers(live_server: Serve) -> None:
+    entries = [Entry.from_bytes(b"a", "same.txt"), Entry.from_bytes(b"b", "same.txt")]
+    server = live_server(app_for(lambda r: ZipStreamResponse(entries)))
+    assert httpx.get(server.url).status_code == 500

@@ -23,7 +23,7 @@ import concurrent.futures
 import itertools
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import BinaryIO, Protocol
 
 import anyio
@@ -302,6 +302,14 @@ def _as_bytes(chunk: object, entry: Entry | None) -> bytes:
     raise TypeError(f"entry {name!r}: its iterable yielded {type(chunk).__name__}, not bytes")
 
 
+def check_unique(entries: Iterable[Entry], seen: set[str]) -> None:
+    """Refuse a name already in ``seen``; add each name to it."""
+    for entry in entries:
+        if entry.name in seen:
+            raise UnsafeNameError(f"duplicate entry name {entry.name!r}", entry=entry.name)
+        seen.add(entry.name)
+
+
 class Pump:
     """Turns entries into encoded output, reading sources off the event loop.
 
@@ -326,18 +334,13 @@ class Pump:
                     raise TypeError(f"an entry stream yielded {type(entry).__name__}, not Entry")
                 yield entry
 
-    def _claim(self, entry: Entry) -> None:
-        if entry.name in self._names:
-            raise UnsafeNameError(f"duplicate entry name {entry.name!r}", entry=entry.name)
-        self._names.add(entry.name)
-
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the encoded body in pieces of about ``SEND_TARGET`` to ``READ_BLOCK`` bytes."""
         work = _BlockingWork(self._encoder)
         streamed = not isinstance(self._entries, list)
         try:
             async for entry in self._each():
-                self._claim(entry)
+                check_unique([entry], self._names)
                 if isinstance(entry.source, AsyncIterSource):
                     async for piece in self._drain(work):
                         yield piece

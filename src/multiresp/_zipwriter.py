@@ -238,6 +238,15 @@ class ZipWriter:
             return True
         return not is_incompressible(info.media_type) and deflate_pays(sample)
 
+    def surely_stored(self, info: ZipEntryInfo) -> bool:
+        """True when the entry is stored whatever its first bytes turn out to be."""
+        return (
+            self.compression == "store"
+            or info.name.endswith("/")
+            or info.size == 0
+            or (self.compression == "auto" and is_incompressible(info.media_type))
+        )
+
     def wants_crc(self, info: ZipEntryInfo, sample: bytes = b"") -> bool:
         """True when knowing the CRC ahead lets the entry take layout 1 (no data descriptor)."""
         return info.size is not None and info.size > 0 and not self.will_deflate(info, sample)

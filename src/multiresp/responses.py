@@ -23,17 +23,15 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ._entries import Entry, walk
-from ._errors import UnsafeNameError
 from ._http import choose
 from ._multipart import MultipartWriter, multipart_size
 from ._names import content_disposition
-from ._pump import READ_BLOCK, Pump
+from ._pump import READ_BLOCK, Pump, check_unique
 from ._zipwriter import (
     COMPRESSIONS,
     Compression,
     ZipEntryInfo,
     ZipWriter,
-    is_incompressible,
     zip_size,
 )
 
@@ -55,11 +53,7 @@ def _to_entries(item: EntryLike) -> list[Entry]:
 def _resolve(items: Iterable[EntryLike]) -> list[Entry]:
     """Entries from entries and paths (folders expand to their content); names unique."""
     entries = [entry for item in items for entry in _to_entries(item)]
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.name in seen:
-            raise UnsafeNameError(f"duplicate entry name {entry.name!r}", entry=entry.name)
-        seen.add(entry.name)
+    check_unique(entries, set())  # before the headers: a 500, not an aborted body
     return entries
 
 
@@ -81,10 +75,7 @@ class _ZipEncoder:
 
     def crc_ahead(self, entry: Entry) -> bool:
         info = self.info(entry, None)
-        sure = self.writer.compression == "store" or (
-            self.writer.compression == "auto" and is_incompressible(entry.media_type)
-        )
-        return sure and entry.rereadable and self.writer.wants_crc(info, b"")
+        return self.writer.surely_stored(info) and self.wants_crc(entry, b"")
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
         return self.writer.start_entry(self.info(entry, crc), sample)
