@@ -35,6 +35,7 @@ from ._zipwriter import crc32
 
 READ_BLOCK = 4 << 20  # bytes read from a file per thread hop
 SEND_TARGET = 1 << 20  # bytes of output gathered before a send (small files, headers)
+COALESCE_BELOW = 256 << 10  # pieces smaller than this are joined; larger ones sent as they are
 CRC_CACHE_ENTRIES = 4096  # (device, inode, size, mtime) -> CRC-32 remembered per process
 CRC_AHEAD_FILES = 2  # large files whose CRC is computed ahead, beside the one being sent
 
@@ -162,7 +163,8 @@ class _BlockingWork:
         self._entry = None
 
     def step(self, budget: int = SEND_TARGET) -> list[bytes]:
-        """Produce about ``budget`` bytes of output (more when a block is large)."""
+        """Produce about ``budget`` bytes of output (more when a block is large), as pieces
+        ready to send: small ones joined here, in the worker thread, large ones untouched."""
         out: list[bytes] = []
         size = 0
         while size < budget and self.busy:
@@ -174,7 +176,7 @@ class _BlockingWork:
                 pieces = self._iter_block(budget - size)
             out += pieces
             size += sum(len(p) for p in pieces)
-        return out
+        return coalesce(out)
 
     def _open(self, entry: Entry) -> list[bytes]:
         encoder, source = self.encoder, entry.source
@@ -293,6 +295,23 @@ def _path_crc(entry: Entry, source: PathSource, stop: threading.Event) -> int:
     return crc
 
 
+def coalesce(pieces: list[bytes]) -> list[bytes]:
+    """Join runs of small pieces into one; pass large pieces through without a copy."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for piece in pieces:
+        if len(piece) >= COALESCE_BELOW:
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(piece)
+        elif piece:
+            run.append(piece)
+    if run:
+        out.append(b"".join(run))
+    return out
+
+
 def _as_bytes(chunk: object, entry: Entry | None) -> bytes:
     if isinstance(chunk, bytes):
         return chunk
@@ -360,11 +379,8 @@ class Pump:
     @staticmethod
     async def _drain(work: _BlockingWork) -> AsyncIterator[bytes]:
         while work.busy:
-            pieces = await anyio.to_thread.run_sync(work.step)
-            if len(pieces) == 1:
-                yield pieces[0]
-            elif pieces:
-                yield b"".join(pieces)
+            for piece in await anyio.to_thread.run_sync(work.step):
+                yield piece
 
     async def _async_entry(self, entry: Entry) -> AsyncIterator[bytes]:
         source = entry.source
