@@ -63,3 +63,19 @@ def test_walk_lists_files_and_empty_dirs_inside_root(tmp_path: pathlib.Path) -> 
         walk(root, prefix="../up")
     with pytest.raises(NotADirectoryError):
         walk(root / "top.txt")
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [
+        ("a.txt", "text/plain"),
+        ("x/b.JSON", "application/json"),
+        ("c.tar.gz", "application/gzip"),
+        ("scan.0001.png", "image/png"),
+        (".bashrc", "application/octet-stream"),
+        ("noext", "application/octet-stream"),
+        ("dir/", "inode/directory"),
+    ],
+)
+def test_media_type_is_guessed_from_the_last_suffix(name: str, media_type: str) -> None:
+    assert Entry.from_bytes(b"", name).media_type == media_type

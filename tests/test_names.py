@@ -87,3 +87,29 @@ def test_parse_prefers_filename_star() -> None:
 def test_content_disposition_round_trips(name: str) -> None:
     kind, parsed = parse_content_disposition(content_disposition(name))
     assert (kind, parsed) == ("attachment", name)
+
+
+@given(
+    st.text(st.sampled_from(["a", "é", ".", "/", "\\", ":", "C", "\x00", "\n", " "]), max_size=8)
+    | st.text(max_size=12)
+)
+def test_fast_path_agrees_with_the_rules(name: str) -> None:
+    """check_name's two-regex fast path accepts only what the rule-by-rule path accepts."""
+    import re
+
+    import multiresp._names as names
+
+    def verdict() -> bool:
+        try:
+            check_name(name)
+        except UnsafeNameError:
+            return False
+        return True
+
+    fast = verdict()
+    original = names._PLAIN
+    names._PLAIN = re.compile(r"(?!)")  # never matches: every name takes the slow path
+    try:
+        assert verdict() == fast
+    finally:
+        names._PLAIN = original

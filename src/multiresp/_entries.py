@@ -14,6 +14,7 @@ Directory entries (names ending in ``/``) have no source.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import mimetypes
 import os
 import pathlib
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ._names import check_name
 
+_SEPARATORS = os.sep + (os.altsep or "")
 DIRECTORY_MEDIA_TYPE = "inode/directory"
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
 
@@ -31,7 +33,7 @@ DEFAULT_MEDIA_TYPE = "application/octet-stream"
 class PathSource:
     """A regular file, with the stat fields that say whether it changed since."""
 
-    path: pathlib.Path
+    path: str
     size: int
     mtime_ns: int
     inode: int
@@ -67,8 +69,26 @@ Source = PathSource | BytesSource | IterSource | AsyncIterSource | None
 def _guess_media_type(name: str) -> str:
     if name.endswith("/"):
         return DIRECTORY_MEDIA_TYPE
-    guessed, _ = mimetypes.guess_type(name, strict=False)
+    base = name.rpartition("/")[2]
+    dot = base.rfind(".")  # a leading dot is a hidden file's, not an extension
+    return _media_type_of_suffix(base[dot:].lower() if dot > 0 else "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _media_type_of_suffix(suffix: str) -> str:
+    guessed, encoding = mimetypes.guess_type("x" + suffix, strict=False)
+    if encoding is not None:  # "a.csv.gz" is gzip data, whatever it holds
+        return _ENCODED_TYPES.get(encoding, DEFAULT_MEDIA_TYPE)
     return guessed or DEFAULT_MEDIA_TYPE
+
+
+_ENCODED_TYPES = {
+    "gzip": "application/gzip",
+    "bzip2": "application/x-bzip2",
+    "xz": "application/x-xz",
+    "br": "application/x-brotli",
+    "compress": "application/x-compress",
+}
 
 
 def _aware(mtime: dt.datetime | None) -> dt.datetime | None:
@@ -153,10 +173,15 @@ class Entry:
             UnsafeNameError: the name is not a safe relative path.
             OSError: the file cannot be stat'ed, or is neither a regular file nor a directory.
         """
-        path = pathlib.Path(path)
-        st = path.stat()
+        path = os.fspath(path)
+        return cls._from_stat(path, os.stat(path), name, media_type)
+
+    @classmethod
+    def _from_stat(
+        cls, path: str, st: os.stat_result, name: str | None, media_type: str | None
+    ) -> Entry:
         if name is None:
-            name = path.name
+            name = os.path.basename(path.rstrip(_SEPARATORS))
         if stat.S_ISDIR(st.st_mode):
             name = name if name.endswith("/") else name + "/"
             return cls(name, 0, _mtime_from_ns(st.st_mtime_ns), DIRECTORY_MEDIA_TYPE, None)
@@ -233,6 +258,16 @@ class Entry:
         return cls(name, size, _aware(mtime), media_type or _guess_media_type(name), source)
 
 
+def entries_for_path(path: str | os.PathLike[str]) -> list[Entry]:
+    """What a plain path means where entries are expected: a file's entry, or a folder's
+    content under the folder's own name (``walk(folder, prefix=its name)``)."""
+    path = os.fspath(path)
+    st = os.stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        return walk(path, prefix=os.path.basename(path.rstrip(_SEPARATORS)))
+    return [Entry._from_stat(path, st, None, None)]
+
+
 def _join(prefix: str, relative: str) -> str:
     return f"{prefix.rstrip('/')}/{relative}" if prefix else relative
 
@@ -243,7 +278,7 @@ def walk(root: str | os.PathLike[str], *, prefix: str = "") -> list[Entry]:
     Names are relative to ``root`` (under ``prefix`` when given). Symbolic links are followed
     only when they resolve to a regular file inside ``root``; directory links are not entered,
     and special files (sockets, FIFOs, devices) are skipped, so nothing outside ``root`` is
-    ever included.
+    ever included. Each file is stat'ed once.
 
     Args:
         root: The folder.
@@ -259,26 +294,30 @@ def walk(root: str | os.PathLike[str], *, prefix: str = "") -> list[Entry]:
         check_name(prefix)
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: not a directory")
-    real_root = root.resolve()
     entries: list[Entry] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = pathlib.Path(dirpath)
-        relative_dir = here.relative_to(root).as_posix()
-        rel = "" if relative_dir == "." else relative_dir + "/"
-        kept_dirs = [d for d in dirnames if not (here / d).is_symlink()]
-        dirnames[:] = kept_dirs
-        kept_files = 0
-        for filename in filenames:
-            path = here / filename
-            if path.is_symlink():
-                target = path.resolve()
-                if not target.is_relative_to(real_root) or not target.is_file():
-                    continue
-            elif not path.is_file():
-                continue
-            entries.append(Entry.from_path(path, _join(prefix, rel + filename)))
-            kept_files += 1
-        if rel and not kept_files and not kept_dirs:
-            entries.append(Entry.from_path(here, _join(prefix, rel)))
+    _scan(os.fspath(root), "", os.path.realpath(root), prefix, entries)
     entries.sort(key=lambda e: e.name)
     return entries
+
+
+def _scan(directory: str, relative: str, real_root: str, prefix: str, out: list[Entry]) -> None:
+    kept = 0
+    with os.scandir(directory) as items:
+        for item in items:
+            name = _join(prefix, relative + item.name)
+            if item.is_symlink():
+                target = os.path.realpath(item.path)
+                inside = os.path.commonpath([real_root, target]) == real_root
+                if inside and os.path.isfile(target):
+                    out.append(Entry._from_stat(item.path, os.stat(item.path), name, None))
+                    kept += 1
+            elif item.is_dir(follow_symlinks=False):
+                _scan(item.path, relative + item.name + "/", real_root, prefix, out)
+                kept += 1
+            elif item.is_file(follow_symlinks=False):
+                out.append(
+                    Entry._from_stat(item.path, item.stat(follow_symlinks=False), name, None)
+                )
+                kept += 1
+    if relative and not kept:
+        out.append(Entry._from_stat(directory, os.stat(directory), _join(prefix, relative), None))

@@ -31,7 +31,6 @@ The module is pure: no I/O, no event loop, no clock.
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import importlib
 import struct
@@ -163,10 +162,14 @@ def _dos_datetime(mtime: dt.datetime | None) -> tuple[int, int]:
     return (hour << 11) | (minute << 5) | (second // 2), ((year - 1980) << 9) | (month << 5) | day
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_SECOND = dt.timedelta(seconds=1)
+
+
 def _unix_time(mtime: dt.datetime | None) -> int | None:
     if mtime is None:
         return None
-    seconds = calendar.timegm(mtime.astimezone(dt.timezone.utc).timetuple())
+    seconds = (mtime - _EPOCH) // _SECOND
     return seconds if seconds in INT32_RANGE else None
 
 

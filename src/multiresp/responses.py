@@ -11,7 +11,6 @@ a client can never mistake the body for a complete archive.
 from __future__ import annotations
 
 import os
-import pathlib
 import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import IO, TypeAlias
@@ -22,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ._entries import Entry, walk
+from ._entries import Entry, entries_for_path
 from ._http import choose
 from ._multipart import MultipartWriter, multipart_size
 from ._names import content_disposition
@@ -44,10 +43,7 @@ Entries: TypeAlias = "Iterable[EntryLike] | AsyncIterable[Entry]"
 def _to_entries(item: EntryLike) -> list[Entry]:
     if isinstance(item, Entry):
         return [item]
-    path = pathlib.Path(item)
-    if path.is_dir():
-        return walk(path, prefix=path.name) if path.name else walk(path)
-    return [Entry.from_path(path)]
+    return entries_for_path(item)
 
 
 def _resolve(items: Iterable[EntryLike]) -> list[Entry]:
@@ -71,7 +67,11 @@ class _ZipEncoder:
         )  # fmt: skip
 
     def wants_crc(self, entry: Entry, sample: bytes) -> bool:
-        return entry.rereadable and self.writer.wants_crc(self.info(entry, None), sample)
+        if not entry.rereadable:
+            return False
+        if self.writer.compression == "store":  # the hot path: no info to build
+            return bool(entry.size)
+        return self.writer.wants_crc(self.info(entry, None), sample)
 
     def crc_ahead(self, entry: Entry) -> bool:
         info = self.info(entry, None)
@@ -123,11 +123,25 @@ class _FilesResponse(Response):
             self._items = entries
 
     async def _entries(self) -> list[Entry] | AsyncIterable[Entry]:
+        """The entries, resolved and measured in one worker-thread hop; sets Content-Length
+        when :meth:`_length` knows it."""
         if self._stream is not None:
             return self._stream
         assert self._items is not None
         items = self._items
-        return await anyio.to_thread.run_sync(_resolve, items)
+
+        def prepare() -> tuple[list[Entry], int | None]:
+            entries = _resolve(items)
+            return entries, self._length(entries)
+
+        entries, length = await anyio.to_thread.run_sync(prepare)
+        if length is not None:
+            self._set_header("content-length", str(length))
+        return entries
+
+    def _length(self, entries: list[Entry]) -> int | None:
+        """The exact body length for these entries, when it is known before sending."""
+        return None
 
     def _set_header(self, name: str, value: str) -> None:
         if name not in self.headers:
@@ -230,12 +244,11 @@ class ZipStreamResponse(_FilesResponse):
         )
         self._set_header("content-disposition", content_disposition(filename))
 
+    def _length(self, entries: list[Entry]) -> int | None:
+        return predict_zip_size(entries) if self.compression == "store" else None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entries = await self._entries()
-        if isinstance(entries, list) and self.compression == "store":
-            size = predict_zip_size(entries)
-            if size is not None:
-                self._set_header("content-length", str(size))
         await self._start(send)
         pump = Pump(entries, _ZipEncoder(self.compression, self.level))
         await self._send_body(scope, receive, send, pump.chunks())
@@ -359,12 +372,14 @@ class MultipartResponse(_FilesResponse):
             headers=headers,
         )
 
+    def _length(self, entries: list[Entry]) -> int | None:
+        if any(entry.size is None for entry in entries):
+            return None
+        parts = [(e.name, e.size or 0, e.media_type) for e in entries]
+        return multipart_size(parts, boundary=self.boundary, subtype=self.subtype)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entries = await self._entries()
-        if isinstance(entries, list) and all(entry.size is not None for entry in entries):
-            parts = [(e.name, e.size or 0, e.media_type) for e in entries]
-            size = multipart_size(parts, boundary=self.boundary, subtype=self.subtype)
-            self._set_header("content-length", str(size))
         await self._start(send)
         writer = MultipartWriter(subtype=self.subtype, boundary=self.boundary)
         pump = Pump(entries, _MultipartEncoder(writer))
