@@ -63,7 +63,7 @@ def test_sized_parts_exact_length_and_head(live_server: Serve, files: list[Entry
     assert int(response.headers["content-length"]) == len(response.content)
     assert head.headers["content-length"] == response.headers["content-length"]
     assert parts_of(response) == {
-        "big.bin": ("application/octet-stream", files[0].source.path.read_bytes()),  # type: ignore[union-attr]
+        "big.bin": ("application/octet-stream", pathlib.Path(files[0].source.path).read_bytes()),  # type: ignore[union-attr]
         "reports/résumé.json": ("application/json", b'{"a": 1}'),
         "empty.txt": ("text/plain", b""),
     }
