@@ -255,3 +255,13 @@ def test_duplicate_names_fail_before_the_headers(live_server: Serve) -> None:
     entries = [Entry.from_bytes(b"a", "same.txt"), Entry.from_bytes(b"b", "same.txt")]
     server = live_server(app_for(lambda r: ZipStreamResponse(entries)))
     assert httpx.get(server.url).status_code == 500
+
+
+@pytest.mark.parametrize("kind", [ZipStreamResponse, ZipResponse])
+def test_bad_options_fail_at_construction(kind: type[ZipStreamResponse]) -> None:
+    with pytest.raises(ValueError, match="compression"):
+        kind([], compression="lzma")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="level"):
+        kind([], compression="deflate", level=12)
+    with pytest.raises(TypeError, match="not one path"):
+        kind("a/path")

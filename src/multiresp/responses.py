@@ -27,7 +27,6 @@ from ._multipart import MultipartWriter, multipart_size
 from ._names import content_disposition
 from ._pump import READ_BLOCK, Pump, check_unique
 from ._zipwriter import (
-    COMPRESSIONS,
     Compression,
     ZipEntryInfo,
     ZipWriter,
@@ -143,6 +142,11 @@ class _FilesResponse(Response):
         """The exact body length for these entries, when it is known before sending."""
         return None
 
+    def _zip_options(self, filename: str, compression: Compression, level: int | None) -> None:
+        ZipWriter(compression=compression, level=level)  # refuses bad options now, not mid-body
+        self.compression, self.level = compression, level
+        self._set_header("content-disposition", content_disposition(filename))
+
     def _set_header(self, name: str, value: str) -> None:
         if name not in self.headers:
             self.headers[name] = value
@@ -200,12 +204,6 @@ async def _aclose(body: AsyncIterator[bytes]) -> None:
             await close()
 
 
-def _check_compression(compression: Compression) -> Compression:
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
-    return compression
-
-
 class ZipStreamResponse(_FilesResponse):
     """A zip archive built while it is sent, in bounded memory.
 
@@ -236,13 +234,10 @@ class ZipStreamResponse(_FilesResponse):
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.compression = _check_compression(compression)
-        self.level = level
-        ZipWriter(compression=compression, level=level)  # validates level now, not mid-stream
         super().__init__(
             entries, media_type="application/zip", status_code=status_code, headers=headers
         )
-        self._set_header("content-disposition", content_disposition(filename))
+        self._zip_options(filename, compression, level)
 
     def _length(self, entries: list[Entry]) -> int | None:
         return predict_zip_size(entries) if self.compression == "store" else None
@@ -280,13 +275,10 @@ class ZipResponse(_FilesResponse):
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.compression = _check_compression(compression)
-        self.level = level
-        ZipWriter(compression=compression, level=level)
         super().__init__(
             entries, media_type="application/zip", status_code=status_code, headers=headers
         )
-        self._set_header("content-disposition", content_disposition(filename))
+        self._zip_options(filename, compression, level)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         entries = await self._entries()
