@@ -61,7 +61,7 @@ def test_portable_rules() -> None:
 def test_content_disposition_ascii_and_unicode() -> None:
     assert content_disposition("a.zip") == 'attachment; filename="a.zip"'
     value = content_disposition("résumé.zip")
-    assert value == "attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.zip; filename=\"resume.zip\""
+    assert value == "attachment; filename=\"resume.zip\"; filename*=UTF-8''r%C3%A9sum%C3%A9.zip"
     assert value.isascii()
 
 
@@ -113,3 +113,10 @@ def test_fast_path_agrees_with_the_rules(name: str) -> None:
         assert verdict() == fast
     finally:
         names._PLAIN = original
+
+
+def test_fallback_is_never_blank_and_blanks_are_kept_exactly() -> None:
+    assert content_disposition("¯") == "attachment; filename=\"_\"; filename*=UTF-8''%C2%AF"
+    assert content_disposition(" a.txt") == (
+        "attachment; filename=\"a.txt\"; filename*=UTF-8''%20a.txt"
+    )

@@ -17,14 +17,15 @@ bytes into events. The ASGI response and the httpx client drive them.
 # from the very code that writes the headers.
 #
 # The reader keeps one buffer (the bytes received and not yet handed out) and a position in
-# it, and moves through PREAMBLE -> BOUNDARY -> HEADERS -> DATA -> BOUNDARY ... -> DONE. It
-# starts with a CRLF already in the buffer, so the first delimiter looks like every other one:
-# CRLF "--" BOUNDARY. In DATA, a part that declared its Content-Length is handed over without
-# looking at its bytes, and the delimiter is then required right after them; a part without
-# one is searched for the delimiter with ``bytes.find``. Everything that cannot be the start
-# of a delimiter is handed out at once, so the buffer holds at most one read plus a delimiter
-# (or, in HEADERS, at most ``max_header_bytes``). When the buffer was fully consumed, the next
-# read becomes the buffer as it is (no copy); only a leftover is ever joined with new bytes.
+# it, and moves through the states PREAMBLE -> BOUNDARY -> HEADERS -> [BODY] -> DATA ->
+# BOUNDARY ... -> CLOSED -> DONE. It starts with a CRLF already in the buffer, so the first
+# delimiter looks like every other one: CRLF "--" BOUNDARY. A part that declared its
+# Content-Length is handed over without looking at its bytes, and the delimiter is then
+# required right after them; a part without one is searched for the delimiter with
+# ``bytes.find``, and everything that cannot be the start of a delimiter is handed out at
+# once. So the buffer holds at most one read plus a delimiter (in HEADERS, at most
+# ``max_header_bytes``). When the buffer was fully consumed, the next read becomes the buffer
+# as it is (no copy); only a leftover is ever joined with new bytes.
 
 from __future__ import annotations
 
@@ -63,7 +64,12 @@ _PADDING = (0x20, 0x09)  # space, horizontal tab
 # RFC 2046: 1 to 70 bchars, the last one not a space.
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
-_HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# name ":" OWS value; the value cannot start with a space, so that a failed match does not
+# backtrack through the leading spaces once for each of them.
+_HEADER_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^ \t\r\n\x00][^\r\n\x00]*)?")
+_SINGLE_HEADERS = frozenset(
+    {"content-disposition", "content-type", "content-length", "content-transfer-encoding"}
+)
 _DIGITS = re.compile(rf"[0-9]{{1,{MAX_CONTENT_LENGTH_DIGITS}}}")
 _IDENTITY_ENCODINGS = frozenset({"binary", "8bit", "7bit"})
 # shared-mime-info types of files that are neither regular files nor directories
@@ -297,6 +303,7 @@ class _State(enum.Enum):
     PREAMBLE = enum.auto()  # looking for the first delimiter
     BOUNDARY = enum.auto()  # at a delimiter; its line decides: another part, or the end
     HEADERS = enum.auto()  # at the CRLF that ends a delimiter line, before a part's headers
+    BODY = enum.auto()  # at the blank line's CRLF, in a part without Content-Length
     DATA = enum.auto()  # in a part's content
     CLOSED = enum.auto()  # the closing delimiter was read; End is next
     DONE = enum.auto()  # End was given; the epilogue is being dropped
@@ -307,16 +314,19 @@ class MultipartReader:
     """Decode a multipart body incrementally, h11 style.
 
     Feed bytes with :meth:`receive_data` and take events with :meth:`next_event` until it
-    returns ``NEED_DATA`` (feed more) or :class:`End`. For each part the events are one
-    :class:`EntryStart`, any number of :class:`Data`, one :class:`EntryEnd`.
+    returns ``NEED_DATA`` (feed more) or :class:`End` (which it then keeps returning). For
+    each part the events are one :class:`EntryStart`, any number of :class:`Data`, one
+    :class:`EntryEnd`.
 
     Example::
 
         reader = MultipartReader(boundary_from_content_type(content_type))
-        for chunk in chunks:
+        for chunk in [*chunks, b""]:  # b"": the body ended
             reader.receive_data(chunk)
-            while (event := reader.next_event()) is not NEED_DATA: ...
-        reader.receive_data(b"")  # then drain the last events
+            while (event := reader.next_event()) is not NEED_DATA:
+                if isinstance(event, End):
+                    return
+                ...  # EntryStart, Data, EntryEnd
     """
 
     __slots__ = (
@@ -439,6 +449,10 @@ class MultipartReader:
                     return event
             elif state is _State.HEADERS:
                 return self._headers_event()
+            elif state is _State.BODY:
+                wait = self._body_start()
+                if wait is not None:
+                    return wait
             elif state is _State.BOUNDARY:
                 boundary_event = self._boundary_event()
                 if boundary_event is not None:
@@ -490,7 +504,9 @@ class MultipartReader:
         line = self._delimiter_line()
         if line is None:
             if self._eof:
-                raise ProtocolError(f"multipart body truncated in the boundary line {self._at()}")
+                raise ProtocolError(
+                    f"multipart body truncated in the boundary line {self._at()}", entry=self._name
+                )
             return NEED_DATA
         closing, self._pos = line
         self._state = _State.CLOSED if closing else _State.HEADERS
@@ -521,8 +537,32 @@ class MultipartReader:
             return NEED_DATA
         self._header_scanned = 0
         block = bytes(buf[pos + len(_CRLF) : end])
-        self._pos = end + len(_HEADERS_END)
-        return self._start_part(block.split(_CRLF) if block else [])
+        event = self._start_part(block)
+        if self._declared is None:
+            # Stop at the blank line's CRLF: followed by "--" BOUNDARY, it is a delimiter.
+            self._pos = end + len(_CRLF)
+            self._state = _State.BODY
+        else:
+            self._pos = end + len(_HEADERS_END)
+        return event
+
+    def _body_start(self) -> _Sentinel | None:
+        """Enter the content of a part without Content-Length; None once decided.
+
+        RFC 2046 lets the CRLF that ends a part's headers be the CRLF of the next delimiter:
+        the part is then empty. Every scanning reader sees it so; so does this one.
+        """
+        buf, pos, delimiter = self._buf, self._pos, self._delimiter
+        if len(buf) - pos < len(delimiter) and delimiter.startswith(buf[pos:]):
+            if self._eof:
+                raise self._truncated()
+            return NEED_DATA
+        if buf.startswith(delimiter, pos):
+            self._state = _State.BOUNDARY
+        else:
+            self._pos = pos + len(_CRLF)
+            self._state = _State.DATA
+        return None
 
     def _data_event(self) -> Data | _Sentinel | None:
         """Hand out the open part's next bytes; None when its delimiter was reached."""
@@ -551,11 +591,7 @@ class MultipartReader:
         if end > pos:
             return self._hand_out(end)
         if self._eof:
-            raise ProtocolError(
-                f"multipart body truncated in part {self._name!r} after {self._received}"
-                " bytes: the closing boundary never came",
-                entry=self._name,
-            )
+            raise self._truncated()
         return NEED_DATA
 
     # -- helpers -------------------------------------------------------------------------
@@ -589,16 +625,17 @@ class MultipartReader:
         """Check bytes of a part without Content-Length before they are handed out."""
         name, limits = self._name, self._limits
         if self._is_dir:
-            raise ProtocolError(f"directory part {name!r} has content", entry=name)
+            raise ProtocolError(f"multipart directory part {name!r} has content", entry=name)
         size = self._received + length
         if limits.max_file_size is not None and size > limits.max_file_size:
             raise LimitExceeded(
-                f"part {name!r}: over {limits.max_file_size} bytes (max_file_size)", entry=name
+                f"multipart part {name!r}: over {limits.max_file_size} bytes (max_file_size)",
+                entry=name,
             )
         self._total += length
         if limits.max_total_size is not None and self._total > limits.max_total_size:
             raise LimitExceeded(
-                f"part {name!r}: the parts add up to over {limits.max_total_size} bytes"
+                f"multipart part {name!r}: the parts add up to over {limits.max_total_size} bytes"
                 " (max_total_size)",
                 entry=name,
             )
@@ -648,10 +685,17 @@ class MultipartReader:
             return f"after part {self._name!r}"
         return "that opens the body" if self._parts == 0 else f"after part #{self._parts}"
 
+    def _truncated(self) -> ProtocolError:
+        return ProtocolError(
+            f"multipart body truncated in part {self._name!r} after {self._received}"
+            " bytes: the closing boundary never came",
+            entry=self._name,
+        )
+
     def _missing_delimiter(self) -> MultirespError:
         # Only a part with a Content-Length can get here: the other paths found the delimiter.
         return IntegrityError(
-            f"part {self._name!r}: no boundary right after the {self._declared} bytes its"
+            f"multipart part {self._name!r}: no boundary right after the {self._declared} bytes its"
             " Content-Length declares",
             entry=self._name,
         )
@@ -662,25 +706,14 @@ class MultipartReader:
             entry=self._name,
         )
 
-    def _start_part(self, lines: list[bytes]) -> EntryStart:
+    def _start_part(self, block: bytes) -> EntryStart:
         number = self._parts + 1
         label = f"multipart part #{number}"
         limits = self._limits
         if number > limits.max_files:
             raise LimitExceeded(f"{label}: more than {limits.max_files} parts (max_files)")
-        if len(lines) > self._max_headers:
-            raise LimitExceeded(
-                f"{label}: {len(lines)} header lines, over {self._max_headers} (max_headers)"
-            )
-        headers = _parse_header_lines(lines, label)
-
-        def single(key: str) -> str | None:
-            values = [value for name, value in headers if name == key]
-            if len(values) > 1:
-                raise ProtocolError(f"{label}: {len(values)} {key} headers")
-            return values[0] if values else None
-
-        disposition = single("content-disposition")
+        headers, known = _parse_headers(block, label, self._max_headers)
+        disposition = known.get("content-disposition")
         if disposition is None:
             raise ProtocolError(f"{label}: no Content-Disposition header, so no name")
         _, name = parse_content_disposition(disposition)
@@ -690,12 +723,12 @@ class MultipartReader:
             raise ProtocolError(f"{label}: Content-Disposition has neither filename nor name")
         check_name(name)
         where = f"multipart part {name!r}"
-        encoding = single("content-transfer-encoding")
+        encoding = known.get("content-transfer-encoding")
         if encoding is not None and encoding.lower() not in _IDENTITY_ENCODINGS:
             raise ProtocolError(
                 f"{where}: Content-Transfer-Encoding {encoding!r} is not supported", entry=name
             )
-        media_type = single("content-type")
+        media_type = known.get("content-type")
         if media_type is not None:
             essence = media_type.partition(";")[0].strip().lower()
             if essence in _SPECIAL_FILE_TYPES:
@@ -703,7 +736,7 @@ class MultipartReader:
                     f"{where}: media type {essence!r}; only files and directories are accepted",
                     entry=name,
                 )
-        size = self._declared_size(single("content-length"), where, name)
+        size = self._declared_size(known.get("content-length"), where, name)
         is_dir = name.endswith("/")
         if is_dir and size:
             raise ProtocolError(f"{where}: a directory part declares {size} bytes", entry=name)
@@ -736,20 +769,44 @@ class MultipartReader:
         return int(value)
 
 
-def _parse_header_lines(lines: list[bytes], label: str) -> list[tuple[str, str]]:
-    """Split header lines into (lower-cased name, value) pairs."""
+def _parse_headers(
+    block: bytes, label: str, max_headers: int
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Read a part's header block (lines joined by CRLF, no blank line).
+
+    Returns:
+        Every header as (lower-cased name, value), and the headers this reader acts on by
+        name, each of which may appear only once.
+    """
+    lines = block.split(_CRLF) if block else []
+    if len(lines) > max_headers:
+        raise LimitExceeded(f"{label}: {len(lines)} header lines, over {max_headers} (max_headers)")
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError as error:
+        broken = block[: error.start].rpartition(_CRLF)[2].partition(b":")[0]
+        raise ProtocolError(
+            f"{label}: header {broken.decode('ascii', 'replace')!r} is not UTF-8"
+        ) from None
     headers: list[tuple[str, str]] = []
-    for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            raise ProtocolError(f"{label}: folded header line {line[:64]!r}")
-        raw_name, colon, raw_value = line.partition(b":")
-        if not colon or not _HEADER_NAME.fullmatch(raw_name):
-            raise ProtocolError(f"{label}: malformed header line {line[:64]!r}")
-        if b"\r" in raw_value or b"\n" in raw_value or b"\0" in raw_value:
-            raise ProtocolError(f"{label}: CR, LF or NUL in header {raw_name.decode()!r}")
-        try:
-            value = raw_value.strip(b" \t").decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError(f"{label}: header {raw_name.decode()!r} is not UTF-8") from None
-        headers.append((raw_name.decode("ascii").lower(), value))
-    return headers
+    known: dict[str, str] = {}
+    for line in text.split("\r\n") if text else ():
+        match = _HEADER_LINE.fullmatch(line)
+        if match is None:
+            raise _bad_header_line(line, label)
+        name = match[1].lower()
+        value = (match[2] or "").rstrip(" \t")
+        headers.append((name, value))
+        if name in _SINGLE_HEADERS:
+            if name in known:
+                raise ProtocolError(f"{label}: more than one {name} header")
+            known[name] = value
+    return headers, known
+
+
+def _bad_header_line(line: str, label: str) -> ProtocolError:
+    if line[:1] in (" ", "\t"):
+        return ProtocolError(f"{label}: folded header line {line[:64]!r}")
+    if any(c in line for c in "\r\n\x00"):
+        return ProtocolError(f"{label}: CR, LF or NUL in header line {line[:64]!r}")
+    return ProtocolError(f"{label}: malformed header line {line[:64]!r}")

@@ -129,14 +129,15 @@ def _ascii_fallback(filename: str) -> str:
     ascii_only = "".join(
         c if " " <= c < "\x7f" else "_" for c in decomposed if not unicodedata.combining(c)
     )
-    return ascii_only.replace("\\", "_").replace('"', "_")
+    # Readers strip blanks around a quoted name (the email package does): never rely on them.
+    return ascii_only.replace("\\", "_").replace('"', "_").strip() or "_"
 
 
 def content_disposition(filename: str, disposition: str = "attachment") -> str:
     """Build a ``Content-Disposition`` value for ``filename``.
 
-    ASCII names go in a quoted ``filename=``. Other names get the exact name in
-    ``filename*=UTF-8''...`` plus an ASCII fallback in ``filename=`` (RFC 6266, RFC 8187).
+    ASCII names go in a quoted ``filename=``. Other names get an ASCII fallback in
+    ``filename=`` followed by the exact name in ``filename*=UTF-8''...`` (RFC 6266, 8187).
 
     Args:
         filename: The name to announce.
@@ -150,11 +151,13 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     """
     check_header_value(filename, "file name")
     fallback = _ascii_fallback(filename)
-    if fallback == filename:
-        return f'{disposition}; filename="{filename}"'
-    # filename* first: readers that keep the first "filename" parameter they meet (Python's
-    # email package among them) then get the exact name; the others prefer filename* anyway.
-    return f"{disposition}; filename*=UTF-8''{quote(filename, safe='')}; filename=\"{fallback}\""
+    value = f'{disposition}; filename="{fallback}"'
+    if fallback != filename:
+        # After the fallback, as RFC 6266 appendix D advises: agents that do not know
+        # filename* ignore it there. (Python's email package keeps only the first parameter
+        # and so reports the fallback; read filename* yourself with it.)
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
 
 
 _PARAM = re.compile(
