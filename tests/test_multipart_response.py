@@ -163,3 +163,35 @@ def test_negotiate_live(live_server: Serve) -> None:
     refused = httpx.get(server.url, headers={"Accept": "text/html"})
     assert refused.status_code == 406
     assert "application/zip" in refused.text
+
+
+def test_aiohttp_and_requests_toolbelt_read_the_live_response(
+    live_server: Serve, files: list[Entry]
+) -> None:
+    import asyncio
+
+    import aiohttp
+    from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+    server = live_server(app_for(lambda r: MultipartResponse(files)))
+    big = pathlib.Path(files[0].source.path).read_bytes()  # type: ignore[union-attr]
+    expected = {"big.bin": big, "reports/résumé.json": b'{"a": 1}', "empty.txt": b""}
+
+    async def with_aiohttp() -> dict[str, bytes]:
+        found = {}
+        async with aiohttp.ClientSession() as session, session.get(server.url) as response:
+            reader = aiohttp.MultipartReader.from_response(response)
+            while (part := await reader.next()) is not None:
+                assert isinstance(part, aiohttp.BodyPartReader)
+                found[part.filename or ""] = bytes(await part.read())
+        return found
+
+    assert asyncio.run(with_aiohttp()) == expected
+
+    response = httpx.get(server.url)
+    decoded = MultipartDecoder(response.content, response.headers["content-type"])
+    got = {
+        parse_content_disposition(part.headers[b"Content-Disposition"].decode())[1]: part.content
+        for part in decoded.parts
+    }
+    assert got == expected

@@ -265,3 +265,17 @@ def test_bad_options_fail_at_construction(kind: type[ZipStreamResponse]) -> None
         kind([], compression="deflate", level=12)
     with pytest.raises(TypeError, match="not one path"):
         kind("a/path")
+
+
+def test_zip_response_leaves_no_spool_after_success_or_failure(
+    live_server: Serve, tree: pathlib.Path
+) -> None:
+    before = open_fds()
+    server = live_server(app_for(lambda r: ZipResponse([tree])))
+    assert unzipped(httpx.get(server.url).content) == contents(tree, "data")
+    failing_server = live_server(
+        app_for(lambda r: ZipResponse([tree, Entry.from_iter(failing(), "fails.bin")]))
+    )
+    assert httpx.get(failing_server.url).status_code == 500
+    time.sleep(0.2)
+    assert open_fds() - before == set()
