@@ -13,21 +13,26 @@ How this works: the sink is told what arrives, in the order the readers produce 
 3. writes the content to a hidden temporary file in that folder, created with
    ``O_CREAT | O_EXCL | O_NOFOLLOW``, hashing it (SHA-256) in the same pass, with one
    ``writev`` per batch of chunks instead of one ``write`` per chunk;
-4. at the entry's end, checks the byte count against the reader's and the declared size, and
-   only then renames the temporary file into place.
+4. at the entry's end, checks the byte count against the reader's and the declared size (and
+   the SHA-256 against a multipart part's ``Repr-Digest`` / ``Content-Digest`` / ``Digest``
+   header, when it sent one), and only then renames the temporary file into place.
 
-Anything that goes wrong removes the current temporary file; files already renamed into place
-were complete and verified, and stay. The sink does no network I/O and never blocks on
+Anything that goes wrong removes the current temporary file, and the folders made for that
+entry alone when they are still empty; files already renamed into place were complete and
+verified, and stay. The sink does no network I/O and never blocks on
 anything but the file system: the async client runs :meth:`FileSink.handle` in a worker
 thread, one hop per batch of events.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import os
 import pathlib
+import re
 import secrets
 import stat
 from collections.abc import Iterable
@@ -60,7 +65,7 @@ IOV_MAX = _iov_max()  # buffers per writev on this system
 # os.replace takes dir fds wherever os.rename does (both are renameat), but only os.rename is
 # listed in supports_dir_fd.
 _USE_DIR_FD = (
-    {os.open, os.mkdir, os.stat, os.unlink, os.rename} <= os.supports_dir_fd
+    {os.open, os.mkdir, os.rmdir, os.stat, os.unlink, os.rename} <= os.supports_dir_fd
     and hasattr(os, "O_DIRECTORY")
     and hasattr(os, "O_NOFOLLOW")
 )
@@ -71,6 +76,15 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
 _OPEN_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
 _REPARSE_POINT = stat.FILE_ATTRIBUTE_REPARSE_POINT
+# sha-256 in a structured-field digest (RFC 9530: Repr-Digest, Content-Digest) and in the
+# older Digest header (RFC 3230), which has no colons around the base64.
+_SF_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*:([A-Za-z0-9+/]+=*):", re.IGNORECASE)
+_LEGACY_SHA256 = re.compile(r"(?:^|,)\s*sha-256\s*=\s*([A-Za-z0-9+/]+=*)", re.IGNORECASE)
+_DIGEST_HEADERS = {
+    "repr-digest": _SF_SHA256,
+    "content-digest": _SF_SHA256,
+    "digest": _LEGACY_SHA256,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +131,21 @@ class _OpenDir:
 def _temp_name(final_name: str) -> str:
     stem = final_name.encode("utf-8")[:TEMP_STEM_BYTES].decode("utf-8", "ignore")
     return f".{stem}.{secrets.token_hex(TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
+
+
+def _declared_sha256(start: EntryStart) -> bytes | None:
+    """The SHA-256 a multipart part's headers announce for its content, if any."""
+    for key, value in start.headers:
+        pattern = _DIGEST_HEADERS.get(key)
+        match = pattern.search(value) if pattern is not None else None
+        if match is not None:
+            try:
+                return base64.b64decode(match.group(1), validate=True)
+            except binascii.Error:
+                raise IntegrityError(
+                    f"entry {start.name!r}: unreadable {key} header {value!r}", entry=start.name
+                ) from None
+    return None
 
 
 def _is_link(st: os.stat_result) -> bool:
@@ -185,6 +214,7 @@ class FileSink:
         )
         self._root = _Folder(str(self.dest), root_fd)
         self._cached: tuple[tuple[str, ...], _Folder] | None = None
+        self._made: list[str] = []  # folders created for the entry in progress, outermost first
 
     def __enter__(self) -> FileSink:
         return self
@@ -236,6 +266,7 @@ class FileSink:
             raise RuntimeError(f"entry {event.name!r} started before {self.current!r} ended")
         limits = self.limits
         name = event.name
+        self._made = []
         self._entries += 1
         if self._entries > limits.max_files:
             raise LimitExceeded(
@@ -298,7 +329,7 @@ class FileSink:
         if current is None or current.start.name != event.name:
             raise RuntimeError(f"entry {event.name!r} ended, but {self.current!r} was open")
         if isinstance(current, _OpenDir):
-            self._current = None
+            self._current, self._made = None, []
             return None
         name = event.name
         declared = current.start.size
@@ -306,6 +337,12 @@ class FileSink:
             expected = event.size if current.size != event.size else declared
             raise IntegrityError(
                 f"entry {name!r}: {current.size} bytes written, {expected} expected", entry=name
+            )
+        declared_digest = _declared_sha256(current.start)
+        if declared_digest is not None and declared_digest != current.hasher.digest():
+            raise IntegrityError(
+                f"entry {name!r}: its SHA-256 does not match the digest its headers declare",
+                entry=name,
             )
         folder = current.folder
         mtime = current.start.mtime
@@ -319,7 +356,7 @@ class FileSink:
         current.fd = -1
         temp_path, _ = folder.ref(current.temp_name)
         os.replace(temp_path, final_path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        self._current = None
+        self._current, self._made = None, []
         self._placed.add((st.st_dev, st.st_ino))
         saved = SavedFile(
             name, self.dest.joinpath(*name.split("/")), current.size, current.hasher.hexdigest()
@@ -328,8 +365,13 @@ class FileSink:
         return saved
 
     def abort(self) -> None:
-        """Drop the entry in progress, if any: its temporary file is removed."""
+        """Drop the entry in progress, if any.
+
+        Its temporary file is removed, then the folders made for it alone (innermost first),
+        where they are still empty.
+        """
         current, self._current = self._current, None
+        made, self._made = self._made, []
         if isinstance(current, _OpenFile):
             if current.fd >= 0:
                 os.close(current.fd)
@@ -338,6 +380,17 @@ class FileSink:
                 os.unlink(path, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass
+        if made and self._cached is not None:
+            self._cached[1].close()
+            self._cached = None
+        # By path from dest: a folder swapped for a link since would be followed here, but
+        # rmdir removes nothing but an empty folder.
+        for relative in reversed(made):
+            path, dir_fd = self._root.ref(relative)
+            try:
+                os.rmdir(path, dir_fd=dir_fd)
+            except OSError:  # no longer empty, or already gone: leave it
+                break
 
     def close(self) -> None:
         """Abort the entry in progress, if any, and release the open folders."""
@@ -422,6 +475,7 @@ class FileSink:
         path, dir_fd = folder.ref(part)
         try:
             os.mkdir(path, DIR_MODE, dir_fd=dir_fd)
+            self._made.append(where)
         except FileExistsError:
             pass
         child = os.path.join(folder.path, part)

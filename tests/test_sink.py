@@ -1,0 +1,429 @@
+"""The safe file sink: names, symlinks, clashes, verification, limits, cleanup."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import os
+import pathlib
+from collections.abc import Iterator
+
+import pytest
+
+from multiresp import IntegrityError, LimitExceeded, Limits, ProtocolError, UnsafeNameError, _sink
+from multiresp._events import Data, EntryEnd, EntryStart, Event
+from multiresp._sink import TEMP_SUFFIX, FileSink
+
+
+@pytest.fixture(params=["dir_fd", "paths"])
+def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with descriptor-relative calls (POSIX) and with checked path strings."""
+    if request.param == "paths":
+        monkeypatch.setattr(_sink, "_USE_DIR_FD", False)
+    return str(request.param)
+
+
+def file_events(name: str, *chunks: bytes, declared: int | None = None) -> list[Event]:
+    size = sum(map(len, chunks))
+    return [
+        EntryStart(name=name, size=declared),
+        *(Data(chunk) for chunk in chunks),
+        EntryEnd(name=name, size=size),
+    ]
+
+
+def dir_events(name: str) -> list[Event]:
+    return [EntryStart(name=name, is_dir=True), EntryEnd(name=name, size=0)]
+
+
+def tree(root: pathlib.Path) -> dict[str, bytes | None]:
+    """Every path under ``root``: file contents, None for folders."""
+    found: dict[str, bytes | None] = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root).as_posix()
+        found[relative] = None if path.is_dir() and not path.is_symlink() else path.read_bytes()
+    return found
+
+
+def temp_files(root: pathlib.Path) -> list[pathlib.Path]:
+    return [path for path in root.rglob("*") if path.name.endswith(TEMP_SUFFIX)]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_writes_files_and_folders(tmp_path: pathlib.Path, mode: str) -> None:
+    dest = tmp_path / "out"
+    with FileSink(dest) as sink:
+        sink.handle(
+            [
+                *file_events("a.txt", b"hello ", b"world"),
+                *dir_events("empty/"),
+                *file_events("deep/er/b.bin", b"\x00" * 70_000, b"\x01" * 3, declared=70_003),
+                *file_events("zero", declared=0),
+            ]
+        )
+    assert tree(dest) == {
+        "a.txt": b"hello world",
+        "deep": None,
+        "deep/er": None,
+        "deep/er/b.bin": b"\x00" * 70_000 + b"\x01" * 3,
+        "empty": None,
+        "zero": b"",
+    }
+    saved = {file.name: file for file in sink.saved}
+    assert list(saved) == ["a.txt", "deep/er/b.bin", "zero"]
+    assert saved["a.txt"].path == dest / "a.txt"
+    assert saved["a.txt"].size == 11
+    assert saved["a.txt"].sha256 == hashlib.sha256(b"hello world").hexdigest()
+    assert saved["zero"].sha256 == hashlib.sha256(b"").hexdigest()
+
+
+def test_sets_mtime(tmp_path: pathlib.Path) -> None:
+    mtime = dt.datetime(2021, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
+    with FileSink(tmp_path) as sink:
+        sink.handle([EntryStart(name="m", mtime=mtime), Data(b"x"), EntryEnd(name="m", size=1)])
+    assert (tmp_path / "m").stat().st_mtime == mtime.timestamp()
+
+
+def test_temp_file_is_hidden_then_renamed(tmp_path: pathlib.Path, mode: str) -> None:
+    with FileSink(tmp_path) as sink:
+        sink.handle([EntryStart(name="sub/file.txt"), Data(b"abc")])
+        (temp,) = temp_files(tmp_path)
+        assert temp.parent == tmp_path / "sub"
+        assert temp.name.startswith(".file.txt.")
+        assert not (tmp_path / "sub" / "file.txt").exists()
+        assert sink.current == "sub/file.txt"
+        sink.handle([EntryEnd(name="sub/file.txt", size=3)])
+    assert tree(tmp_path) == {"sub": None, "sub/file.txt": b"abc"}
+
+
+def test_long_name_gets_a_short_temp_name(tmp_path: pathlib.Path) -> None:
+    name = "é" * 127  # 254 bytes of UTF-8: the longest segment most file systems hold
+    with FileSink(tmp_path) as sink:
+        sink.handle(file_events(name, b"x"))
+    assert (tmp_path / name).read_bytes() == b"x"
+
+
+@pytest.mark.parametrize(
+    "name", ["../evil", "/abs", "a/../../evil", "a//b", "./a", "C:/x", "a\\b", "nul\x00", "x" * 300]
+)
+def test_unsafe_names_refused_before_anything_is_written(
+    tmp_path: pathlib.Path, name: str, mode: str
+) -> None:
+    dest = tmp_path / "dest"
+    with FileSink(dest) as sink, pytest.raises(UnsafeNameError) as caught:
+        sink.handle(file_events(name, b"data"))
+    assert caught.value.entry == name
+    assert tree(tmp_path) == {"dest": None}
+
+
+def test_name_length_limit(tmp_path: pathlib.Path) -> None:
+    with FileSink(tmp_path, limits=Limits(max_name_length=5)) as sink:
+        sink.handle(file_events("12345", b""))
+        with pytest.raises(UnsafeNameError, match="over the limit of 5"):
+            sink.handle(file_events("123456", b""))
+
+
+def test_symlinked_folder_pointing_outside_is_refused(tmp_path: pathlib.Path, mode: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(outside, target_is_directory=True)
+    with FileSink(dest) as sink:
+        with pytest.raises(UnsafeNameError, match="symbolic link") as caught:
+            sink.handle(file_events("link/passwd", b"owned"))
+        assert caught.value.entry == "link/passwd"
+        with pytest.raises(UnsafeNameError, match="symbolic link"):
+            sink.handle(file_events("link/deeper/x", b"owned"))
+        with pytest.raises(UnsafeNameError, match="symbolic link"):
+            sink.handle(dir_events("link/made/"))
+    assert list(outside.iterdir()) == []
+    assert temp_files(tmp_path) == []
+
+
+def test_dangling_symlink_folder_is_refused(tmp_path: pathlib.Path, mode: str) -> None:
+    target = tmp_path / "not-yet"
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "link").symlink_to(target)
+    with FileSink(dest) as sink, pytest.raises(UnsafeNameError, match="symbolic link"):
+        sink.handle(file_events("link/x", b"owned"))
+    assert not target.exists()
+
+
+def test_symlink_at_the_file_name_is_replaced_not_followed(
+    tmp_path: pathlib.Path, mode: str
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "x").symlink_to(outside)
+    with FileSink(dest) as sink:
+        sink.handle(file_events("x", b"new"))
+    assert outside.read_bytes() == b"precious"
+    assert not (dest / "x").is_symlink()
+    assert (dest / "x").read_bytes() == b"new"
+
+
+def test_existing_file_in_the_way_of_a_folder(tmp_path: pathlib.Path, mode: str) -> None:
+    (tmp_path / "a").write_bytes(b"old")
+    with FileSink(tmp_path) as sink, pytest.raises(UnsafeNameError, match="not a folder"):
+        sink.handle(file_events("a/b", b"new"))
+    assert (tmp_path / "a").read_bytes() == b"old"
+
+
+def test_existing_folder_in_the_way_of_a_file(tmp_path: pathlib.Path, mode: str) -> None:
+    (tmp_path / "a").mkdir()
+    with FileSink(tmp_path) as sink, pytest.raises(UnsafeNameError, match="folder of that name"):
+        sink.handle(file_events("a", b"new"))
+    assert temp_files(tmp_path) == []
+
+
+def test_existing_file_is_replaced(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "a").write_bytes(b"old")
+    with FileSink(tmp_path) as sink:
+        sink.handle(file_events("a", b"new"))
+    assert (tmp_path / "a").read_bytes() == b"new"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [
+        (file_events("a", b"1"), file_events("a", b"2"), "repeats"),
+        (dir_events("d/"), dir_events("d/"), "repeats"),
+        (file_events("a", b"1"), file_events("a/b", b"2"), "is a file of this transfer"),
+        (file_events("a", b"1"), dir_events("a/"), "clashes with the file"),
+        (file_events("a/b", b"1"), file_events("a", b"2"), "clashes with the folder"),
+        (dir_events("a/"), file_events("a", b"2"), "clashes with the folder"),
+    ],
+    ids=[
+        "file-twice",
+        "dir-twice",
+        "file-then-child",
+        "file-then-dir",
+        "child-then-file",
+        "dir-file",
+    ],
+)
+def test_duplicates_and_clashes_are_refused(
+    tmp_path: pathlib.Path, first: list[Event], second: list[Event], message: str
+) -> None:
+    with FileSink(tmp_path) as sink:
+        sink.handle(first)
+        before = tree(tmp_path)
+        with pytest.raises(UnsafeNameError, match=message) as caught:
+            sink.handle(second)
+    assert caught.value.entry == second[0].name  # type: ignore[union-attr]
+    assert tree(tmp_path) == before
+
+
+def test_implicit_folder_then_directory_entry_is_fine(tmp_path: pathlib.Path) -> None:
+    with FileSink(tmp_path) as sink:
+        sink.handle([*file_events("a/b", b"1"), *dir_events("a/")])
+    assert tree(tmp_path) == {"a": None, "a/b": b"1"}
+
+
+def test_two_names_for_one_file_are_refused(tmp_path: pathlib.Path) -> None:
+    """What a case-insensitive file system does to ``A`` and ``a``, shown with a hard link."""
+    with FileSink(tmp_path) as sink:
+        sink.handle(file_events("a", b"first"))
+        os.link(tmp_path / "a", tmp_path / "b")
+        with pytest.raises(UnsafeNameError, match="already wrote"):
+            sink.handle(file_events("b", b"second"))
+    assert (tmp_path / "a").read_bytes() == b"first"
+    assert temp_files(tmp_path) == []
+
+
+def test_abort_mid_entry_leaves_nothing_and_keeps_earlier_files(
+    tmp_path: pathlib.Path, mode: str
+) -> None:
+    sink = FileSink(tmp_path)
+    sink.handle([*file_events("done.txt", b"complete"), EntryStart(name="sub/part"), Data(b"ha")])
+    assert temp_files(tmp_path)
+    sink.close()
+    assert tree(tmp_path) == {"done.txt": b"complete"}
+    assert [file.name for file in sink.saved] == ["done.txt"]
+
+
+def test_abort_removes_only_the_folders_made_for_that_entry(
+    tmp_path: pathlib.Path, mode: str
+) -> None:
+    with FileSink(tmp_path) as sink:
+        sink.handle([*file_events("a/kept", b"1"), EntryStart(name="a/b/c/x"), Data(b"2")])
+        assert (tmp_path / "a" / "b" / "c").is_dir()
+    assert tree(tmp_path) == {"a": None, "a/kept": b"1"}
+
+
+def test_abort_after_a_refused_folder_removes_what_it_made(
+    tmp_path: pathlib.Path, mode: str
+) -> None:
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "file").write_bytes(b"in the way")
+    with FileSink(tmp_path) as sink, pytest.raises(UnsafeNameError, match="not a folder"):
+        sink.handle(file_events("new/file/x", b"2"))
+    assert tree(tmp_path) == {"new": None, "new/file": b"in the way"}
+    with FileSink(tmp_path) as sink, pytest.raises(UnsafeNameError):
+        sink.handle(file_events("made/../x", b"2"))
+    assert tree(tmp_path) == {"new": None, "new/file": b"in the way"}
+
+
+def test_error_in_context_manager_removes_temp(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(KeyError), FileSink(tmp_path) as sink:
+        sink.handle([EntryStart(name="x"), Data(b"partial")])
+        raise KeyError("boom")
+    assert tree(tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    ("events", "message"),
+    [
+        ([EntryStart(name="x"), Data(b"abc"), EntryEnd(name="x", size=4)], "3 bytes written, 4"),
+        ([EntryStart(name="x", size=5), Data(b"abc"), EntryEnd(name="x", size=3)], "5 expected"),
+        ([EntryStart(name="x", size=2), Data(b"abc")], "more than its declared 2"),
+    ],
+    ids=["reader-count", "declared-short", "declared-long"],
+)
+def test_size_mismatch(tmp_path: pathlib.Path, events: list[Event], message: str) -> None:
+    with FileSink(tmp_path) as sink, pytest.raises(IntegrityError, match=message) as caught:
+        sink.handle(events)
+    assert caught.value.entry == "x"
+    assert tree(tmp_path) == {}
+
+
+def sha256_header(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+@pytest.mark.parametrize(
+    ("header", "template"),
+    [
+        ("repr-digest", "sha-256=:{}:"),
+        ("content-digest", "sha-512=:AAAA:, sha-256=:{}:"),
+        ("digest", "SHA-256={}"),
+    ],
+)
+def test_part_digest_is_checked(tmp_path: pathlib.Path, header: str, template: str) -> None:
+    good = template.format(sha256_header(b"right"))
+    with FileSink(tmp_path) as sink:
+        sink.handle(
+            [
+                EntryStart(name="ok", headers=((header, good),)),
+                Data(b"right"),
+                EntryEnd(name="ok", size=5),
+            ]
+        )
+        with pytest.raises(IntegrityError, match="SHA-256"):
+            sink.handle(
+                [
+                    EntryStart(name="bad", headers=((header, good),)),
+                    Data(b"wrong"),
+                    EntryEnd(name="bad", size=5),
+                ]
+            )
+    assert tree(tmp_path) == {"ok": b"right"}
+
+
+@pytest.mark.parametrize(
+    ("limits", "events", "bound"),
+    [
+        (
+            Limits(max_files=2),
+            [*file_events("a"), *dir_events("b/"), *file_events("c")],
+            "max_files",
+        ),
+        (Limits(max_file_size=3), file_events("a", b"ab", b"cd"), "max_file_size"),
+        (Limits(max_file_size=3), file_events("a", b"a", declared=4), "max_file_size"),
+        (
+            Limits(max_total_size=5),
+            [*file_events("a", b"abc"), *file_events("b", b"ab", b"c")],
+            "max_total_size",
+        ),
+        (
+            Limits(max_total_size=5),
+            [*file_events("a", b"abc"), *file_events("b", b"", declared=3)],
+            "max_total_size",
+        ),
+    ],
+    ids=["files", "file-size", "file-size-declared", "total", "total-declared"],
+)
+def test_limits(tmp_path: pathlib.Path, limits: Limits, events: list[Event], bound: str) -> None:
+    with FileSink(tmp_path, limits=limits) as sink, pytest.raises(LimitExceeded, match=bound):
+        sink.handle(events)
+    assert temp_files(tmp_path) == []
+    for path in tmp_path.iterdir():  # what stayed is complete
+        assert path.is_dir() or path.read_bytes() in (b"", b"abc")
+
+
+def test_limits_default_protect(tmp_path: pathlib.Path) -> None:
+    sink = FileSink(tmp_path)
+    assert sink.limits == Limits()
+
+
+def test_content_for_a_directory_is_refused(tmp_path: pathlib.Path) -> None:
+    with FileSink(tmp_path) as sink, pytest.raises(ProtocolError, match="directory entry"):
+        sink.handle([EntryStart(name="d/", is_dir=True), Data(b"x")])
+
+
+def test_events_out_of_order_are_a_programming_error(tmp_path: pathlib.Path) -> None:
+    with FileSink(tmp_path) as sink:
+        with pytest.raises(RuntimeError, match="started before"):
+            sink.handle([EntryStart(name="a"), EntryStart(name="b")])
+        sink.abort()
+        with pytest.raises(RuntimeError, match="ended"):
+            sink.handle([EntryEnd(name="zzz", size=0)])
+
+
+def test_many_folders_do_not_leak_descriptors(tmp_path: pathlib.Path) -> None:
+    before = open_fds()
+
+    def events() -> Iterator[Event]:
+        for i in range(200):
+            yield from file_events(f"d{i % 7}/e{i % 3}/f{i}", b"x")
+
+    with FileSink(tmp_path) as sink:
+        sink.handle(events())
+        assert open_fds() <= before + 3
+    assert open_fds() == before
+    assert len(sink.saved) == 200
+
+
+class ShortWriter:
+    """os.writev that writes at most ``limit`` bytes per call, as a full disk or signal can."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.calls = 0
+
+    def __call__(self, fd: int, buffers: list[bytes]) -> int:
+        self.calls += 1
+        data = b"".join(bytes(buffer) for buffer in buffers)[: self.limit]
+        return os.write(fd, data)
+
+
+def test_short_writes_are_resumed(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = ShortWriter(7)
+    monkeypatch.setattr(os, "writev", writer)
+    chunks = [bytes([i]) * (i * 5) for i in range(1, 9)]
+    with FileSink(tmp_path) as sink:
+        sink.handle(file_events("f", *chunks))
+    assert (tmp_path / "f").read_bytes() == b"".join(chunks)
+    assert writer.calls > len(chunks)
+
+
+def test_one_writev_per_batch(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.writev
+
+    def counting(fd: int, buffers: list[bytes]) -> int:
+        calls.append(len(buffers))
+        return real(fd, buffers)
+
+    monkeypatch.setattr(os, "writev", counting)
+    with FileSink(tmp_path) as sink:
+        sink.handle(file_events("f", *[b"y" * 1000] * 100))
+    assert calls == [100]
