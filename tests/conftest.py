@@ -21,7 +21,7 @@ def require_tool(name: str) -> str:
     """Path of a system tool; skip the test when it is missing (fail under CI=true)."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt: unzip, libarchive-tools, 7zip)"
+        message = f"{name} is not installed (.ci/run installs it from Debian's packages)"
         if IN_CI:
             pytest.fail(message + " and CI=true requires it")
         pytest.skip(message)
