@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
+import os
 import pathlib
 import zipfile
 from collections.abc import AsyncIterator, Iterator
@@ -130,9 +131,12 @@ def test_duplicate_names_in_a_stream_are_refused() -> None:
         anyio.run(collect, stream(), "store")
 
 
-def test_crcs_of_upcoming_files_are_computed_ahead(tmp_path: pathlib.Path) -> None:
+def test_crcs_of_upcoming_files_are_computed_ahead(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import multiresp._pump as pump
 
+    monkeypatch.setattr(pump, "HOLD_LIMIT", READ_BLOCK)  # files too large to hold
     entries = []
     for i in range(4):
         path = tmp_path / f"large-{i}.bin"
@@ -154,3 +158,88 @@ def test_crcs_of_upcoming_files_are_computed_ahead(tmp_path: pathlib.Path) -> No
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         assert archive.testzip() is None
         assert all(not info.flag_bits & 8 for info in archive.infolist())
+
+
+def test_a_file_up_to_the_hold_limit_is_read_once(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiresp._pump as pump
+
+    entries = []
+    for i in range(3):
+        path = tmp_path / f"held-{i}.bin"
+        path.write_bytes(bytes([i]) * (2 * READ_BLOCK + 1000 * i + 1))
+        entries.append(Entry.from_path(path))
+    assert all(e.size is not None and e.size <= pump.HOLD_LIMIT for e in entries)
+    reads: list[int] = []
+    original = pump._read_exact
+
+    def spy(f: io.RawIOBase, size: int, entry: Entry, source: pump.PathSource) -> bytes:
+        reads.append(size)
+        return original(f, size, entry, source)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pump, "_read_exact", spy)
+    monkeypatch.setattr(pump, "_path_crc", None)  # no second pass for these
+    pump.crc_cache._items.clear()
+    body = anyio.run(collect, entries, "store")
+    assert sum(reads) == sum(e.size or 0 for e in entries)
+    assert len(body) == predict_zip_size(entries)
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.testzip() is None
+        assert all(not info.flag_bits & 8 for info in archive.infolist())
+        assert archive.read("held-2.bin") == bytes([2]) * (2 * READ_BLOCK + 2001)
+
+
+def test_an_entry_end_joins_the_next_header(tmp_path: pathlib.Path) -> None:
+    from multiresp._multipart import MultipartWriter
+    from multiresp._pump import COALESCE_BELOW, SEND_PIECE
+    from multiresp.responses import _MultipartEncoder
+
+    entries = []
+    for i in range(3):
+        path = tmp_path / f"part-{i}.bin"
+        path.write_bytes(bytes([i]) * (READ_BLOCK + SEND_PIECE))
+        entries.append(Entry.from_path(path))
+
+    async def pieces() -> list[bytes]:
+        pump = Pump(entries, _MultipartEncoder(MultipartWriter(boundary="b0undary")))
+        return [piece async for piece in pump.chunks()]
+
+    got = anyio.run(pieces)
+    expected = MultipartWriter(boundary="b0undary")
+    body = b"".join(
+        expected.start_part(e.name, size=e.size, media_type=e.media_type)
+        + expected.write((tmp_path / e.name).read_bytes())
+        + expected.end_part()
+        for e in entries
+    )
+    assert b"".join(got) == body + expected.finish()
+    small = [piece for piece in got if len(piece) < COALESCE_BELOW]
+    # the first header, each end with the next header, the last end, the closing delimiter
+    assert len(small) == len(entries) + 2
+
+
+def test_auto_compresses_each_sample_once(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiresp._zipwriter as zipwriter
+
+    calls = []
+    original = zipwriter.deflate_pays
+
+    def spy(sample: bytes) -> bool:
+        calls.append(len(sample))
+        return original(sample)
+
+    monkeypatch.setattr(zipwriter, "deflate_pays", spy)
+    entries = []
+    for i in range(5):
+        path = tmp_path / f"f{i}.txt"
+        path.write_bytes(b"compressible text %d\n" % i * 2000 if i % 2 else os.urandom(40_000))
+        entries.append(Entry.from_path(path))
+    body = anyio.run(collect, entries, "auto")
+    assert len(calls) == len(entries)
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.testzip() is None
+        methods = [info.compress_type for info in archive.infolist()]
+    assert methods == [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED] * 2 + [zipfile.ZIP_STORED]

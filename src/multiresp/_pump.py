@@ -5,15 +5,21 @@ A :class:`Pump` walks the entries and feeds an :class:`Encoder`:
 
 - Entries whose sources block (files, bytes, sync iterables) are handled by a
   :class:`_BlockingWork` object in worker threads, one hop per ``SEND_TARGET`` of output:
-  small files are opened, read, CRC'd and framed many per hop; large files are read in
-  ``READ_BLOCK`` pieces, one hop each.
+  small files are opened, read, CRC'd and framed many per hop; large files are read
+  ``READ_BLOCK`` bytes per hop, in pieces of ``SEND_PIECE`` bytes.
 - Async sources are read on the event loop, coalesced to ``SEND_TARGET``; their encoding
   (deflate) runs in a thread.
 
-Where the encoder wants a file's CRC-32 before its header (zip layout 1), the file is read
-once ahead for it, unless the CRC cache already knows that (device, inode, size, mtime). A
-file whose size or mtime differs from its entry's when it is opened or when its last block is
-read aborts the transfer: the archive must not carry a CRC or size that its bytes belie.
+:meth:`Pump.batches` yields the output of one hop at a time, so that the response can read
+the next batch while it sends this one.
+
+Where the encoder wants a file's CRC-32 before its header (zip layout 1), a file of up to
+``HOLD_LIMIT`` bytes is read whole in one hop and its blocks are held until its CRC is known:
+each byte is read once. A larger file is read once ahead for its CRC (in ``_crc_pool``, while
+the file before it is sent) and again to be sent, unless the CRC cache already knows that
+(device, inode, size, mtime). A file whose size or mtime differs from its entry's when it is
+opened or when its last block is read aborts the transfer: the archive must not carry a CRC
+or size that its bytes belie.
 """
 
 from __future__ import annotations
@@ -34,8 +40,20 @@ from ._errors import IntegrityError, UnsafeNameError
 from ._zipwriter import crc32
 
 READ_BLOCK = 4 << 20  # bytes read from a file per thread hop
+# Bytes per read and per send of a large file. On asyncio, the part of a send that the socket
+# does not take at once is copied twice (a slice, then the transport's buffer): back-to-back
+# 4 MiB sends, as large as the socket's whole send buffer here, had up to half their bytes
+# copied. Pieces of 1 MiB made malloc give memory back and fault it in again, page by page,
+# in some patterns of allocation; 2 MiB did not.
+SEND_PIECE = 2 << 20
+CRC_PIECE = 1 << 20  # bytes read per CRC step of a file read only for its CRC (fits in L2)
+LOOK_AHEAD_ENTRIES = 16  # pending entries searched for the next files to CRC ahead
 SEND_TARGET = 1 << 20  # bytes of output gathered before a send (small files, headers)
 COALESCE_BELOW = 256 << 10  # pieces smaller than this are joined; larger ones sent as they are
+# Bytes: a file up to this size whose CRC must lead is read whole in one hop and held until
+# its CRC is known (a response then holds up to two such files: one sent, one read ahead).
+# Larger files are read twice, once ahead for the CRC: that costs more CPU than holding.
+HOLD_LIMIT = 16 << 20
 CRC_CACHE_ENTRIES = 4096  # (device, inode, size, mtime) -> CRC-32 remembered per process
 CRC_AHEAD_FILES = 2  # large files whose CRC is computed ahead, beside the one being sent
 
@@ -146,6 +164,25 @@ def _read_exact(f: BinaryIO, size: int, entry: Entry, source: PathSource) -> byt
     return data
 
 
+def _read_pieces(f: BinaryIO, size: int, entry: Entry, source: PathSource) -> list[bytes]:
+    """The next ``size`` bytes of ``f`` as pieces of ``SEND_PIECE`` bytes."""
+    piece = SEND_PIECE
+    return [_read_exact(f, min(piece, size - at), entry, source) for at in range(0, size, piece)]
+
+
+def _read_pieces_crc(
+    f: BinaryIO, size: int, crc: int, entry: Entry, source: PathSource
+) -> tuple[list[bytes], int]:
+    """:func:`_read_pieces`, continuing ``crc`` over each piece while it is still in the
+    CPU's cache (over the whole file afterwards, the CRC waits on memory)."""
+    pieces = []
+    for at in range(0, size, SEND_PIECE):
+        piece = _read_exact(f, min(SEND_PIECE, size - at), entry, source)
+        crc = crc32(piece, crc)
+        pieces.append(piece)
+    return pieces, crc
+
+
 class _BlockingWork:
     """Entries with blocking sources, advanced one thread hop at a time.
 
@@ -161,6 +198,7 @@ class _BlockingWork:
         self._chunks: Iterator[bytes] | None = None
         self._ahead: dict[int, concurrent.futures.Future[int]] = {}  # id(entry) -> its CRC
         self._stop = threading.Event()
+        self._carry: list[bytes] = []  # a small last piece, joined to the next step's first
 
     @property
     def busy(self) -> bool:
@@ -181,10 +219,14 @@ class _BlockingWork:
             self._file = None
         self._entry = None
 
-    def step(self, budget: int = SEND_TARGET) -> list[bytes]:
+    def step(self, budget: int | None = None) -> list[bytes]:
         """Produce about ``budget`` bytes of output (more when a block is large), as pieces
-        ready to send: small ones joined here, in the worker thread, large ones untouched."""
-        out: list[bytes] = []
+        ready to send: small ones joined here, in the worker thread, large ones untouched.
+
+        A small last piece (an entry's end, say) is kept for the next step while work is
+        pending, where it joins the next entry's header: one send instead of two."""
+        budget = SEND_TARGET if budget is None else budget
+        out, self._carry = self._carry, []
         size = 0
         while size < budget and self.busy:
             if self._entry is None:
@@ -195,7 +237,10 @@ class _BlockingWork:
                 pieces = self._iter_block(budget - size)
             out += pieces
             size += sum(len(p) for p in pieces)
-        return coalesce(out)
+        out = coalesce(out)
+        if self.busy and out and len(out[-1]) < COALESCE_BELOW and len(out) > 1:
+            self._carry = [out.pop()]
+        return out
 
     def _open(self, entry: Entry) -> list[bytes]:
         encoder, source = self.encoder, entry.source
@@ -224,33 +269,55 @@ class _BlockingWork:
             crc = crc32(data, 0) if self.encoder.wants_crc(entry, data) else None
             return [self.encoder.start(entry, crc, data), self.encoder.write(data),
                     self.encoder.end()]  # fmt: skip
+        encoder = self.encoder
         f: BinaryIO = open(source.path, "rb", buffering=0)
         try:
             _check_unchanged(entry, source, f)
-            sample = _read_exact(f, READ_BLOCK, entry, source)
             crc = None
             ahead = self._ahead.pop(id(entry), None)
-            if self.encoder.wants_crc(entry, sample):
+            stored = encoder.crc_ahead(entry)  # stored whatever its bytes: its CRC leads
+            if stored:
                 crc = crc_cache.get(source)
                 if crc is None and ahead is not None:
                     crc = ahead.result()
-                if crc is None:
-                    crc = file_crc_from(f, size - READ_BLOCK, crc32(sample, 0))
-                    crc_cache.put(source, crc)
-                    f.seek(READ_BLOCK)
+            if stored and crc is None and size <= HOLD_LIMIT:
+                return self._held_file(entry, source, f, [])
+            first = _read_pieces(f, READ_BLOCK, entry, source)
+            if crc is None and encoder.wants_crc(entry, first[0]):  # "auto" chose to store
+                if size <= HOLD_LIMIT:
+                    return self._held_file(entry, source, f, first)
+                crc = file_crc_from(f, size - READ_BLOCK, _crc_of(first, 0))
+                crc_cache.put(source, crc)
+                f.seek(READ_BLOCK)
             self._look_ahead()
         except BaseException:
             f.close()
             raise
         self._entry, self._file, self._left = entry, f, size - READ_BLOCK
-        return [self.encoder.start(entry, crc, sample), self.encoder.write(sample)]
+        return [encoder.start(entry, crc, first[0]), *map(encoder.write, first)]
+
+    def _held_file(
+        self, entry: Entry, source: PathSource, f: BinaryIO, first: list[bytes]
+    ) -> list[bytes]:
+        """A file whose CRC must lead, read to its end now (after its ``first`` pieces) and
+        held until the CRC is known: one read of each byte, where a larger file needs two."""
+        done = sum(map(len, first))
+        rest, crc = _read_pieces_crc(f, source.size - done, _crc_of(first, 0), entry, source)
+        _check_unchanged(entry, source, f)
+        f.close()
+        crc_cache.put(source, crc)
+        self._look_ahead()
+        pieces = first + rest
+        encoder = self.encoder
+        return [encoder.start(entry, crc, pieces[0]), *map(encoder.write, pieces), encoder.end()]
 
     def _look_ahead(self) -> None:
-        """Start computing the CRCs of the next large files while this one is sent."""
+        """Start computing the CRCs of the next files too large to hold while this one is
+        sent."""
         upcoming = (
             entry
-            for entry in self.pending
-            if isinstance(entry.source, PathSource) and entry.source.size > READ_BLOCK
+            for entry in itertools.islice(self.pending, LOOK_AHEAD_ENTRIES)
+            if isinstance(entry.source, PathSource) and entry.source.size > HOLD_LIMIT
         )
         for entry in itertools.islice(upcoming, CRC_AHEAD_FILES):
             source = entry.source
@@ -263,9 +330,9 @@ class _BlockingWork:
     def _file_block(self) -> list[bytes]:
         entry, f = self._entry, self._file
         assert entry is not None and f is not None and isinstance(entry.source, PathSource)
-        data = _read_exact(f, min(self._left, READ_BLOCK), entry, entry.source)
-        self._left -= len(data)
-        out = [self.encoder.write(data)]
+        size = min(self._left, READ_BLOCK)
+        out = [*map(self.encoder.write, _read_pieces(f, size, entry, entry.source))]
+        self._left -= size
         if not self._left:
             _check_unchanged(entry, entry.source, f)
             self._close_file()
@@ -288,7 +355,7 @@ class _BlockingWork:
 
 def file_crc_from(f: BinaryIO, size: int, crc: int, stop: threading.Event | None = None) -> int:
     """Continue ``crc`` over the next ``size`` bytes of ``f`` (until ``stop`` is set)."""
-    buffer = bytearray(min(READ_BLOCK, max(size, 1)))
+    buffer = bytearray(min(CRC_PIECE, max(size, 1)))
     view = memoryview(buffer)
     left = size
     while left and not (stop is not None and stop.is_set()):
@@ -297,6 +364,12 @@ def file_crc_from(f: BinaryIO, size: int, crc: int, stop: threading.Event | None
             break
         crc = crc32(view[:n], crc)  # type: ignore[arg-type]
         left -= n
+    return crc
+
+
+def _crc_of(pieces: list[bytes], crc: int) -> int:
+    for piece in pieces:
+        crc = crc32(piece, crc)
     return crc
 
 
@@ -371,33 +444,41 @@ class Pump:
                 yield entry
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield the encoded body in pieces of about ``SEND_TARGET`` to ``READ_BLOCK`` bytes."""
+        """Yield the encoded body piece by piece (see :meth:`batches`)."""
+        async for batch in self.batches():
+            for piece in batch:
+                yield piece
+
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """Yield the encoded body as the pieces of one thread hop at a time: about
+        ``SEND_TARGET`` of output, or up to ``HOLD_LIMIT`` for a file held for its CRC."""
         work = _BlockingWork(self._encoder)
         streamed = not isinstance(self._entries, list)
         try:
             async for entry in self._each():
                 check_unique([entry], self._names)
                 if isinstance(entry.source, AsyncIterSource):
-                    async for piece in self._drain(work):
-                        yield piece
+                    async for batch in self._drain(work):
+                        yield batch
                     async for piece in self._async_entry(entry):
-                        yield piece
+                        yield [piece]
                     continue
                 work.pending.append(entry)
                 if streamed:  # an entry produced late is sent as soon as it comes
-                    async for piece in self._drain(work):
-                        yield piece
-            async for piece in self._drain(work):
-                yield piece
-            yield self._encoder.finish()
+                    async for batch in self._drain(work):
+                        yield batch
+            async for batch in self._drain(work):
+                yield batch
+            yield [self._encoder.finish()]
         finally:
             work.close()
 
     @staticmethod
-    async def _drain(work: _BlockingWork) -> AsyncIterator[bytes]:
+    async def _drain(work: _BlockingWork) -> AsyncIterator[list[bytes]]:
         while work.busy:
-            for piece in await anyio.to_thread.run_sync(work.step):
-                yield piece
+            batch = await anyio.to_thread.run_sync(work.step)
+            if batch:
+                yield batch
 
     async def _async_entry(self, entry: Entry) -> AsyncIterator[bytes]:
         source = entry.source

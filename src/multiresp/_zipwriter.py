@@ -143,19 +143,28 @@ def is_incompressible(media_type: str) -> bool:
     return kind in INCOMPRESSIBLE_TYPES or kind.startswith(INCOMPRESSIBLE_PREFIXES)
 
 
+def _fast_compress(data: bytes) -> bytes:
+    # isal level 1 tests a sample about 8 times faster than zlib level 1 (on incompressible
+    # data zlib is at its slowest) and is what deflates the entry when isal is installed.
+    if _isal_zlib is not None:
+        compressed: bytes = _isal_zlib.compress(data, DEFAULT_ISAL_LEVEL)
+        return compressed
+    return zlib.compress(data, 1)
+
+
 def deflate_pays(sample: bytes) -> bool:
     """True when a fast deflate of ``sample`` saves at least ``AUTO_MIN_SAVING`` of it."""
     sample = sample[:AUTO_SAMPLE]
     if not sample:
         return False
-    compressed = zlib.compress(sample, 1)
+    compressed = _fast_compress(sample)
     return len(compressed) <= len(sample) * (1 - AUTO_MIN_SAVING)
 
 
 def _dos_datetime(mtime: dt.datetime | None) -> tuple[int, int]:
     fields = DOS_EPOCH
     if mtime is not None:
-        utc = mtime.astimezone(dt.timezone.utc)
+        utc = mtime if mtime.tzinfo is dt.timezone.utc else mtime.astimezone(dt.timezone.utc)
         fields = (utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second)
         fields = max(DOS_EPOCH, min(DOS_LAST, fields))
     year, month, day, hour, minute, second = fields
@@ -171,6 +180,10 @@ def _unix_time(mtime: dt.datetime | None) -> int | None:
         return None
     seconds = (mtime - _EPOCH) // _SECOND
     return seconds if seconds in INT32_RANGE else None
+
+
+def _time_extra(unix_time: int) -> bytes:
+    return EXTENDED_TIMESTAMP.pack(EXTRA_TIMESTAMP, 5, 1, unix_time)
 
 
 def _deflate_bound(size: int) -> int:
@@ -195,7 +208,7 @@ class _Current:
     version: int
     dos_time: int
     dos_date: int
-    unix_time: int | None
+    time_extra: bytes  # the extended-timestamp extra field, in both headers; b"" when none
     crc: int
     crc_given: bool
     zip64_local: bool
@@ -230,6 +243,9 @@ class ZipWriter:
         self._central: list[bytes] = []
         self._current: _Current | None = None
         self._finished = False
+        # The last sample "auto" tested and the verdict: the caller asks wants_crc() and then
+        # start_entry() with the same sample, which is compressed once.
+        self._sampled: tuple[bytes, bool] | None = None
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -239,7 +255,11 @@ class ZipWriter:
             return False
         if self.compression == "deflate":
             return True
-        return not is_incompressible(info.media_type) and deflate_pays(sample)
+        if is_incompressible(info.media_type):
+            return False
+        if self._sampled is None or self._sampled[0] is not sample:
+            self._sampled = (sample, deflate_pays(sample))
+        return self._sampled[1]
 
     def surely_stored(self, info: ZipEntryInfo) -> bool:
         """True when the entry is stored whatever its first bytes turn out to be."""
@@ -278,10 +298,11 @@ class ZipWriter:
         """
         if self._current is not None or self._finished:
             raise RuntimeError("start_entry() called before end_entry() or after finish()")
-        check_name(info.name)
-        is_dir = info.name.endswith("/")
+        name = info.name
+        check_name(name)
+        is_dir = name.endswith("/")
         declared = 0 if is_dir else info.size
-        deflate = self.will_deflate(info, sample)
+        deflate = self.compression != "store" and self.will_deflate(info, sample)
         stored_deflate = not deflate and declared is None
         crc_given = declared == 0 or (info.crc32 is not None and not deflate and not stored_deflate)
         if deflate or stored_deflate:
@@ -289,50 +310,42 @@ class ZipWriter:
         else:
             method, bound = METHOD_STORE, declared
         zip64_local = bound is not None and bound >= ZIP32_MAX
-        descriptor = not crc_given
-        flags = FLAG_UTF8 | (FLAG_DATA_DESCRIPTOR if descriptor else 0)
+        flags = FLAG_UTF8 if crc_given else FLAG_UTF8 | FLAG_DATA_DESCRIPTOR
         if zip64_local:
             version = VERSION_ZIP64
         elif method == METHOD_DEFLATE or is_dir:
             version = VERSION_DEFLATE
         else:
             version = VERSION_STORE
-        dos_time, dos_date = _dos_datetime(info.mtime)
-        name_bytes = info.name.encode("utf-8")
-        current = _Current(
-            name=info.name,
-            name_bytes=name_bytes,
-            declared=declared,
-            method=method,
-            flags=flags,
-            version=version,
-            dos_time=dos_time,
-            dos_date=dos_date,
-            unix_time=_unix_time(info.mtime),
-            crc=info.crc32 if crc_given and declared and info.crc32 is not None else 0,
-            crc_given=crc_given,
-            zip64_local=zip64_local,
-            offset=self.offset,
-            attributes=DIR_ATTRIBUTES if is_dir else FILE_ATTRIBUTES,
-            stored_deflate=stored_deflate,
-            compressor=self._compressor() if deflate else None,
-        )
-        self._current = current
+        mtime = info.mtime
+        dos_time, dos_date = _dos_datetime(mtime)
+        unix_time = _unix_time(mtime)
+        time_extra = b"" if unix_time is None else _time_extra(unix_time)
+        name_bytes = name.encode("utf-8")
+        crc = info.crc32 if crc_given and declared and info.crc32 is not None else 0
+        self._current = _Current(
+            name, name_bytes, declared, method, flags, version, dos_time, dos_date, time_extra,
+            crc, crc_given, zip64_local, self.offset,
+            DIR_ATTRIBUTES if is_dir else FILE_ATTRIBUTES, stored_deflate,
+            self._compressor() if deflate else None,
+        )  # fmt: skip
 
-        sizes_in_header = method == METHOD_STORE  # layouts 1 and 2
-        crc_field = current.crc if crc_given else 0
-        size_field = declared if sizes_in_header and declared is not None else 0
-        extra = b""
+        crc_field = crc if crc_given else 0
+        size_field = declared if method == METHOD_STORE and declared is not None else 0  # 1, 2
+        extra = time_extra
         if zip64_local:
-            extra += EXTRA_HEADER.pack(EXTRA_ZIP64, 16) + struct.pack("<QQ", size_field, size_field)
+            extra = (
+                EXTRA_HEADER.pack(EXTRA_ZIP64, 16)
+                + struct.pack("<QQ", size_field, size_field)
+                + time_extra
+            )
             size_field = ZIP32_MAX
-        if current.unix_time is not None:
-            extra += EXTENDED_TIMESTAMP.pack(EXTRA_TIMESTAMP, 5, 1, current.unix_time)
         header = LOCAL_HEADER.pack(
             SIG_LOCAL, version, flags, method, dos_time, dos_date, crc_field,
             size_field, size_field, len(name_bytes), len(extra),
         )  # fmt: skip
-        return self._emit(header + name_bytes + extra)
+        self.offset += len(header) + len(name_bytes) + len(extra)
+        return header + name_bytes + extra
 
     def write(self, data: bytes) -> bytes:
         """Add content to the current entry; return the bytes to send (``data`` itself for
@@ -398,14 +411,16 @@ class ZipWriter:
             tail = current.compressor.flush()
         elif current.stored_deflate:
             tail = STORED_BLOCK_FINAL
-        current.compressed += len(tail)
-        self._check_zip32(current)
+        if tail:
+            current.compressed += len(tail)
+            self._check_zip32(current)
         if current.flags & FLAG_DATA_DESCRIPTOR:
             descriptor = DESCRIPTOR64 if current.zip64_local else DESCRIPTOR32
             tail += descriptor.pack(SIG_DESCRIPTOR, current.crc, current.compressed, current.size)
         self._central.append(self._central_record(current))
         self._current = None
-        return self._emit(tail)
+        self.offset += len(tail)
+        return tail
 
     def finish(self) -> bytes:
         """Return the central directory and end records; the archive is then complete."""
@@ -454,10 +469,21 @@ class ZipWriter:
             )
 
     def _central_record(self, current: _Current) -> bytes:
-        zip64_fields = []
         size_field, compressed_field, offset_field = (
             current.size, current.compressed, current.offset
         )  # fmt: skip
+        if max(size_field, compressed_field, offset_field) < ZIP32_MAX:  # the common case
+            return (
+                CENTRAL_HEADER.pack(
+                    SIG_CENTRAL, VERSION_MADE_BY, current.version, current.flags,
+                    current.method, current.dos_time, current.dos_date, current.crc,
+                    compressed_field, size_field, len(current.name_bytes),
+                    len(current.time_extra), 0, 0, 0, current.attributes, offset_field,
+                )
+                + current.name_bytes
+                + current.time_extra
+            )  # fmt: skip
+        zip64_fields = []
         if current.size >= ZIP32_MAX:
             zip64_fields.append(current.size)
             size_field = ZIP32_MAX
@@ -473,8 +499,7 @@ class ZipWriter:
             extra += EXTRA_HEADER.pack(EXTRA_ZIP64, 8 * len(zip64_fields))
             extra += struct.pack(f"<{len(zip64_fields)}Q", *zip64_fields)
             version = VERSION_ZIP64
-        if current.unix_time is not None:
-            extra += EXTENDED_TIMESTAMP.pack(EXTRA_TIMESTAMP, 5, 1, current.unix_time)
+        extra += current.time_extra
         header = CENTRAL_HEADER.pack(
             SIG_CENTRAL, VERSION_MADE_BY, version, current.flags, current.method,
             current.dos_time, current.dos_date, current.crc, compressed_field, size_field,

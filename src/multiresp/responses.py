@@ -2,8 +2,9 @@
 
 Each response resolves its entries (plain paths are stat'ed in a worker thread), decides its
 headers, then sends the body produced by a :class:`~multiresp._pump.Pump` while a second task
-reads ahead. A watcher task listens for ``http.disconnect`` and cancels the transfer, which
-closes every open file. A source that fails mid-stream raises out of the ASGI app, so the
+reads ahead: the next batch (one thread hop's output) is read while this one is sent. A
+watcher task listens for ``http.disconnect`` and cancels the transfer, which closes every
+open file. A source that fails mid-stream raises out of the ASGI app, so the
 server ends the connection without the chunked terminator or short of ``Content-Length``:
 a client can never mistake the body for a complete archive.
 """
@@ -33,7 +34,7 @@ from ._zipwriter import (
     zip_size,
 )
 
-PREFETCH = 2  # pieces produced ahead of the one being sent; bounds memory per response
+BATCHES_AHEAD = 1  # batches read ahead of the one being sent; bounds memory per response
 
 EntryLike: TypeAlias = "Entry | str | os.PathLike[str]"
 Entries: TypeAlias = "Iterable[EntryLike] | AsyncIterable[Entry]"
@@ -157,21 +158,24 @@ class _FilesResponse(Response):
         )
 
     async def _send_body(
-        self, scope: Scope, receive: Receive, send: Send, body: AsyncIterator[bytes]
+        self, scope: Scope, receive: Receive, send: Send, body: AsyncIterator[list[bytes]]
     ) -> None:
-        """Send ``body`` with read-ahead; stop on disconnect; raise what the body raised."""
+        """Send ``body``, a stream of batches of pieces, reading ahead; stop on disconnect;
+        raise what the body raised."""
         if scope.get("method") == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         failure: list[BaseException] = []
         disconnected = False
-        writer, reader = anyio.create_memory_object_stream[bytes](PREFETCH)
+        # The producer holds one finished batch while it waits for the sender to take it:
+        # a buffer of BATCHES_AHEAD - 1 makes BATCHES_AHEAD batches ready beside the one sent.
+        writer, reader = anyio.create_memory_object_stream[list[bytes]](BATCHES_AHEAD - 1)
 
         async def produce() -> None:
             try:
                 async with writer:
-                    async for piece in body:
-                        await writer.send(piece)
+                    async for batch in body:
+                        await writer.send(batch)
             except Exception as exc:  # re-raised by the sending side, after the body stops
                 failure.append(exc)
             finally:
@@ -188,8 +192,9 @@ class _FilesResponse(Response):
             group.start_soon(produce)
             group.start_soon(watch, group.cancel_scope)
             async with reader:
-                async for piece in reader:
-                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                async for batch in reader:
+                    for piece in batch:
+                        await send({"type": "http.response.body", "body": piece, "more_body": True})
             if failure:
                 group.cancel_scope.cancel()
                 raise failure[0]
@@ -197,7 +202,7 @@ class _FilesResponse(Response):
             group.cancel_scope.cancel()
 
 
-async def _aclose(body: AsyncIterator[bytes]) -> None:
+async def _aclose(body: AsyncIterator[list[bytes]]) -> None:
     close = getattr(body, "aclose", None)
     if close is not None:
         with anyio.CancelScope(shield=True):
@@ -246,7 +251,7 @@ class ZipStreamResponse(_FilesResponse):
         entries = await self._entries()
         await self._start(send)
         pump = Pump(entries, _ZipEncoder(self.compression, self.level))
-        await self._send_body(scope, receive, send, pump.chunks())
+        await self._send_body(scope, receive, send, pump.batches())
 
 
 class ZipResponse(_FilesResponse):
@@ -285,8 +290,8 @@ class ZipResponse(_FilesResponse):
         spool: IO[bytes] = await anyio.to_thread.run_sync(tempfile.TemporaryFile)
         try:
             pump = Pump(entries, _ZipEncoder(self.compression, self.level))
-            async for piece in pump.chunks():
-                await anyio.to_thread.run_sync(spool.write, piece)
+            async for batch in pump.batches():
+                await anyio.to_thread.run_sync(spool.writelines, batch)
             size = await anyio.to_thread.run_sync(spool.tell)
             self._set_header("content-length", str(size))
             await self._start(send)
@@ -296,9 +301,9 @@ class ZipResponse(_FilesResponse):
             spool.close()
 
 
-async def _read_blocks(f: IO[bytes]) -> AsyncIterator[bytes]:
+async def _read_blocks(f: IO[bytes]) -> AsyncIterator[list[bytes]]:
     while block := await anyio.to_thread.run_sync(f.read, READ_BLOCK):
-        yield block
+        yield [block]
 
 
 class _MultipartEncoder:
@@ -375,7 +380,7 @@ class MultipartResponse(_FilesResponse):
         await self._start(send)
         writer = MultipartWriter(subtype=self.subtype, boundary=self.boundary)
         pump = Pump(entries, _MultipartEncoder(writer))
-        await self._send_body(scope, receive, send, pump.chunks())
+        await self._send_body(scope, receive, send, pump.batches())
 
 
 ZIP_MEDIA_TYPE = "application/zip"
