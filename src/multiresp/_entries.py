@@ -97,10 +97,11 @@ def _aware(mtime: dt.datetime | None) -> dt.datetime | None:
     return mtime
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
 def _mtime_from_ns(mtime_ns: int) -> dt.datetime:
-    seconds, ns = divmod(mtime_ns, 1_000_000_000)
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return epoch + dt.timedelta(seconds=seconds, microseconds=ns // 1000)
+    return _EPOCH + dt.timedelta(microseconds=mtime_ns // 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,7 @@ class Entry:
             return self.source.mtime_ns
         if self.mtime is None:
             return None
-        delta = self.mtime - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+        delta = self.mtime - _EPOCH
         return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
     @property
