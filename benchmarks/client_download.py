@@ -4,9 +4,11 @@ What it does:
 
 1. makes ``--files`` random files of ``--file-mib`` MiB each (64 x 16 MiB = 1 GiB by default) in
    a work folder, and a STORE zip of them;
-2. serves the zip from a small Starlette app on uvicorn, in a subprocess, in one of two ways:
-   ``starlette`` (Starlette's own ``FileResponse``: 64 KiB reads, one thread hop each) and
-   ``blocks`` (4 MiB reads, one thread hop each, the faster way DESIGN.md measured);
+2. serves it from a small Starlette app on uvicorn, in a subprocess, in one of four ways:
+   the zip with ``starlette`` (Starlette's own ``FileResponse``: 64 KiB reads, one thread hop
+   each) or ``blocks`` (4 MiB reads, one thread hop each, the faster way DESIGN.md measured),
+   or the files themselves with multiresp's own responses, ``mr-store``
+   (``ZipStreamResponse``, store) and ``mr-multipart`` (``MultipartResponse``);
 3. for each server and each round (each run after an ``os.sync()``), times
    ``curl -s -o FILE URL`` and then, each in a fresh subprocess, ``download()`` and
    ``adownload()`` (asyncio and trio) into a fresh folder, checking every saved file's
@@ -14,7 +16,8 @@ What it does:
    would carry the parent's peak across ``exec``) and the CPU seconds (user + system) of curl
    and of the client.
 
-Run: ``.venv/bin/python benchmarks/client_download.py [--files 64 --file-mib 16 --rounds 3]``.
+Run: ``.venv/bin/python benchmarks/client_download.py [--files 64 --file-mib 16 --rounds 3]``
+(``--servers`` and ``--clients`` pick, comma-separated, which servers and clients run).
 The medians are printed and written to ``benchmarks/results/client_download.json``.
 """
 
@@ -40,7 +43,7 @@ READ_BLOCK = 4 * MIB  # bytes per read in the "blocks" server
 SERVER_START_TIMEOUT = 30.0  # seconds
 RESULTS = pathlib.Path(__file__).parent / "results" / "client_download.json"
 CLIENTS = ("download", "adownload-asyncio", "adownload-trio")
-SERVERS = ("starlette", "blocks")
+SERVERS = ("starlette", "blocks", "mr-store", "mr-multipart")
 
 
 def make_archive(
@@ -73,7 +76,10 @@ def serve(path: str, how: str) -> None:
     from starlette.responses import FileResponse, Response, StreamingResponse
     from starlette.routing import Route
 
+    from multiresp import MultipartResponse, ZipStreamResponse, walk
+
     size = os.path.getsize(path)
+    sources = pathlib.Path(path).parent / "sources"
 
     async def blocks() -> object:
         with open(path, "rb") as f:  # noqa: ASYNC230 - opening is instant; reads go to threads
@@ -83,6 +89,10 @@ def serve(path: str, how: str) -> None:
     async def archive(request: object) -> Response:
         if how == "starlette":
             return FileResponse(path, media_type="application/zip")
+        if how == "mr-store":
+            return ZipStreamResponse(walk(sources), compression="store")
+        if how == "mr-multipart":
+            return MultipartResponse(walk(sources))
         return StreamingResponse(
             blocks(),  # type: ignore[arg-type]
             media_type="application/zip",
@@ -205,6 +215,7 @@ def main() -> None:
     parser.add_argument("--file-mib", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--servers", default=",".join(SERVERS))
+    parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--work", help="work folder (default: a temporary one, removed)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--server", default="starlette", help=argparse.SUPPRESS)
@@ -231,11 +242,12 @@ def main() -> None:
         }
         for how in args.servers.split(","):
             process, url = start_server(archive, how)
-            runs: dict[str, list[dict[str, float]]] = {"curl": [], **{k: [] for k in CLIENTS}}
+            clients = args.clients.split(",")
+            runs: dict[str, list[dict[str, float]]] = {"curl": [], **{k: [] for k in clients}}
             try:
                 for _ in range(args.rounds):
                     runs["curl"].append(run_curl(url, work / "curl.out"))
-                    for kind in CLIENTS:
+                    for kind in clients:
                         runs[kind].append(run_client(kind, url, work / "dest", digests))
             finally:
                 process.terminate()

@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import os
 import pathlib
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -427,3 +428,82 @@ def test_one_writev_per_batch(tmp_path: pathlib.Path, monkeypatch: pytest.Monkey
     with FileSink(tmp_path) as sink:
         sink.handle(file_events("f", *[b"y" * 1000] * 100))
     assert calls == [100]
+
+
+def hash_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "multiresp-hash"]
+
+
+def test_large_writes_are_hashed_on_a_thread_in_order(tmp_path: pathlib.Path) -> None:
+    big = _sink.HASH_INLINE_MAX + 1
+    small_then_big = [b"s" * 10, bytes(range(256)) * (big // 256 + 1), b"t" * big, b"u"]
+    before = len(hash_threads())
+    sink = FileSink(tmp_path)
+    sink.handle([EntryStart(name="mixed"), Data(small_then_big[0])])
+    assert len(hash_threads()) == before  # small writes do not start it
+    sink.handle([Data(small_then_big[1])])
+    assert len(hash_threads()) == before + 1
+    sink.handle([Data(small_then_big[2]), Data(small_then_big[3])])
+    content = b"".join(small_then_big)
+    sink.handle([EntryEnd(name="mixed", size=len(content)), *file_events("next", b"n" * big)])
+    sink.close()
+    assert len(hash_threads()) == before  # close() stops it
+    assert [(f.name, f.sha256) for f in sink.saved] == [
+        ("mixed", hashlib.sha256(content).hexdigest()),
+        ("next", hashlib.sha256(b"n" * big).hexdigest()),
+    ]
+    assert (tmp_path / "mixed").read_bytes() == content
+
+
+def test_abort_while_hashing_on_the_thread(tmp_path: pathlib.Path) -> None:
+    big = b"x" * (_sink.HASH_INLINE_MAX + 1)
+    before = len(hash_threads())
+    with FileSink(tmp_path) as sink:
+        sink.handle([*file_events("kept", big), EntryStart(name="dropped"), Data(big), Data(big)])
+    assert len(hash_threads()) == before
+    assert tree(tmp_path) == {"kept": big}
+    assert sink.saved[0].sha256 == hashlib.sha256(big).hexdigest()
+
+
+def test_large_part_digest_is_checked_after_the_thread_hashed_it(
+    tmp_path: pathlib.Path,
+) -> None:
+    data = os.urandom(_sink.HASH_INLINE_MAX * 3)
+    header = ("content-digest", f"sha-256=:{sha256_header(data)}:")
+    wrong = ("content-digest", f"sha-256=:{sha256_header(data + b'!')}:")
+    with FileSink(tmp_path) as sink:
+        sink.handle(
+            [
+                EntryStart(name="ok", headers=(header,)),
+                Data(data),
+                EntryEnd(name="ok", size=len(data)),
+            ]
+        )
+        with pytest.raises(IntegrityError, match="SHA-256"):
+            sink.handle(
+                [
+                    EntryStart(name="bad", headers=(wrong,)),
+                    Data(data),
+                    EntryEnd(name="bad", size=len(data)),
+                ]
+            )
+    assert tree(tmp_path) == {"ok": data}
+
+
+class FailingHasher:
+    def update(self, data: bytes) -> None:
+        raise MemoryError("no room to hash")
+
+
+def test_a_failed_hash_update_fails_its_entry_only(tmp_path: pathlib.Path) -> None:
+    big = b"x" * (_sink.HASH_INLINE_MAX + 1)
+    with FileSink(tmp_path) as sink:
+        sink.handle([EntryStart(name="failed")])
+        assert isinstance(sink._current, _sink._OpenFile)
+        sink._current.hasher = FailingHasher()  # type: ignore[assignment]
+        with pytest.raises(MemoryError, match="no room"):
+            sink.handle([Data(big), EntryEnd(name="failed", size=len(big))])
+        sink.abort()
+        sink.handle(file_events("next", big))
+    assert tree(tmp_path) == {"next": big}
+    assert sink.saved[0].sha256 == hashlib.sha256(big).hexdigest()

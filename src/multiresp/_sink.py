@@ -11,17 +11,19 @@ How this works: the sink is told what arrives, in the order the readers produce 
    with ``O_NOFOLLOW | O_DIRECTORY``, so an existing symbolic link is refused instead of
    followed, and no path string is ever resolved through anything in ``dest``;
 3. writes the content to a hidden temporary file in that folder, created with
-   ``O_CREAT | O_EXCL | O_NOFOLLOW``, hashing it (SHA-256) in the same pass, with one
-   ``writev`` per batch of chunks instead of one ``write`` per chunk;
+   ``O_CREAT | O_EXCL | O_NOFOLLOW``, with one ``writev`` per batch of chunks instead of one
+   ``write`` per chunk, and hashes it (SHA-256): small writes on the spot, large ones on a
+   thread of the sink's own, so that hashing one batch overlaps with writing the next (both
+   release the GIL, and after receiving they are the largest costs of a download);
 4. at the entry's end, checks the byte count against the reader's and the declared size (and
    the SHA-256 against a multipart part's ``Repr-Digest`` / ``Content-Digest`` / ``Digest``
    header, when it sent one), and only then renames the temporary file into place.
 
 Anything that goes wrong removes the current temporary file, and the folders made for that
 entry alone when they are still empty; files already renamed into place were complete and
-verified, and stay. The sink does no network I/O and never blocks on
-anything but the file system: the async client runs :meth:`FileSink.handle` in a worker
-thread, one hop per batch of events.
+verified, and stay. The sink does no network I/O and never blocks on anything but the file
+system and its hashing thread: the client runs :meth:`FileSink.handle` in a worker thread,
+one hop per batch of events.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ import datetime as dt
 import hashlib
 import os
 import pathlib
+import queue
 import re
 import secrets
 import stat
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -51,6 +55,8 @@ TEMP_NAME_ATTEMPTS = 5  # fresh random names tried before giving up on a clash
 FILE_MODE = 0o666  # permission bits of created files, before the umask
 DIR_MODE = 0o777  # permission bits of created folders, before the umask
 POSIX_IOV_MAX = 16  # buffers per writev that POSIX guarantees
+HASH_INLINE_MAX = 256 << 10  # bytes: a write this small is hashed on the spot, no thread hop
+HASH_BACKLOG = 2  # writes waiting for the hashing thread (more only churns the heap)
 
 
 def _iov_max() -> int:
@@ -119,6 +125,7 @@ class _OpenFile:
     fd: int
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     size: int = 0
+    offloaded: bool = False  # its hashing went to the hashing thread: wait for it at the end
 
 
 @dataclass(slots=True)
@@ -180,6 +187,54 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
         del pending[:done]
 
 
+class _HashThread:
+    """SHA-256 updates on a thread of their own, in order, overlapping with the writes.
+
+    hashlib releases the GIL while it hashes a large buffer, as ``os.writev`` does while the
+    kernel copies, so the two run in parallel. At most ``HASH_BACKLOG`` writes wait; the
+    chunks they hold are the ones just written, so memory stays bounded.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[hashlib._Hash, tuple[bytes, ...]] | None] = queue.Queue(
+            maxsize=HASH_BACKLOG
+        )
+        self._error: tuple[hashlib._Hash, BaseException] | None = None  # what failed, and how
+        self._thread = threading.Thread(target=self._run, name="multiresp-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (job := self._queue.get()) is not None:
+            hasher, chunks = job
+            try:
+                # One update per write: each update releases and takes back the GIL, and
+                # taking it back costs more than joining the chunks does.
+                hasher.update(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            except BaseException as exc:  # MemoryError: raised by wait()
+                self._error = (hasher, exc)
+            finally:
+                self._queue.task_done()
+
+    def update(self, hasher: hashlib._Hash, chunks: tuple[bytes, ...]) -> None:
+        """Queue ``chunks`` for ``hasher`` (blocks while the backlog is full)."""
+        self._queue.put((hasher, chunks))
+
+    def wait(self, hasher: hashlib._Hash) -> None:
+        """Return once every queued update was applied.
+
+        Raises:
+            BaseException: what an update of ``hasher`` raised: its hash is incomplete.
+        """
+        self._queue.join()
+        failed, self._error = self._error, None
+        if failed is not None and failed[0] is hasher:
+            raise failed[1]
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
 class FileSink:
     """Writes entries under ``dest`` safely, verifying each before it takes its name.
 
@@ -215,6 +270,7 @@ class FileSink:
         self._root = _Folder(str(self.dest), root_fd)
         self._cached: tuple[tuple[str, ...], _Folder] | None = None
         self._made: list[str] = []  # folders created for the entry in progress, outermost first
+        self._hashing: _HashThread | None = None  # started by the first large write
 
     def __enter__(self) -> FileSink:
         return self
@@ -313,8 +369,14 @@ class FileSink:
             raise IntegrityError(
                 f"entry {name!r} has more than its declared {declared} bytes", entry=name
             )
-        for chunk in chunks:
-            current.hasher.update(chunk)
+        if current.offloaded or count > HASH_INLINE_MAX:
+            if self._hashing is None:
+                self._hashing = _HashThread()
+            self._hashing.update(current.hasher, tuple(chunks))  # the caller may reuse its list
+            current.offloaded = True
+        else:
+            for chunk in chunks:
+                current.hasher.update(chunk)
         _write_all(current.fd, chunks)
         current.size += count
         self._total += count
@@ -338,6 +400,9 @@ class FileSink:
             raise IntegrityError(
                 f"entry {name!r}: {current.size} bytes written, {expected} expected", entry=name
             )
+        if current.offloaded:
+            assert self._hashing is not None
+            self._hashing.wait(current.hasher)
         declared_digest = _declared_sha256(current.start)
         if declared_digest is not None and declared_digest != current.hasher.digest():
             raise IntegrityError(
@@ -401,6 +466,9 @@ class FileSink:
                 self._cached[1].close()
                 self._cached = None
             self._root.close()
+            if self._hashing is not None:
+                self._hashing.close()
+                self._hashing = None
 
     def _check_size(self, name: str, size: int, verb: str) -> None:
         limits = self.limits

@@ -73,7 +73,8 @@ __all__ = (
 
 ZIP_MEDIA_TYPES = frozenset({"application/zip", "application/x-zip-compressed"})
 BATCH_BYTES = 1 << 20  # bytes of content handed to the file writer at once
-WRITER_QUEUE = 4  # batches waiting for the file writer; bounds memory to about 5 x BATCH_BYTES
+WRITER_QUEUE = 4  # batches waiting for the file writer; bounds memory to about 5 x BATCH_BYTES,
+# plus up to _sink.HASH_BACKLOG + 1 batches in the sink, waiting to be hashed
 DECODE_STEP = 1 << 20  # most bytes a gzip / deflate decoder hands out at once
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib window bits that expect a gzip header
 RAW_DEFLATE_WBITS = -zlib.MAX_WBITS  # zlib window bits for deflate without the zlib header
