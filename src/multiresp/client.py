@@ -39,8 +39,6 @@ import functools
 import os
 import queue
 import re
-import shutil
-import sys
 import threading
 import time
 import zlib
@@ -58,6 +56,7 @@ from ._errors import MultirespError, ProtocolError
 from ._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event, _Sentinel
 from ._multipart import MultipartReader, boundary_from_content_type
 from ._names import parse_header_params
+from ._progress import TerminalBar
 from ._sink import FileSink
 from ._types import Limits, SavedFile
 from ._zipreader import ZipReader
@@ -83,7 +82,6 @@ MAX_RESUME_ATTEMPTS = 3  # resume attempts in a row that bring no new byte befor
 RESUME_BACKOFF = 0.25  # seconds before the first resume attempt; doubles for each further one
 CONNECT_TIMEOUT = 10.0  # seconds, for the client download() makes when given none
 READ_TIMEOUT = 60.0  # seconds without a byte, for the client download() makes when given none
-MIN_BAR_WIDTH = 20  # characters: the plain progress line is never cut shorter than this
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.ASCII)
 
@@ -383,10 +381,10 @@ class _Reporter:
     """Calls the ``progress`` callback at most every ``PROGRESS_INTERVAL``, and at the end."""
 
     def __init__(self, progress: ProgressCallback | bool | None) -> None:
-        self._bar: _TerminalBar | None = None
+        self._bar: TerminalBar | None = None
         self._callback: ProgressCallback | None
         if progress is True:
-            self._bar = _TerminalBar()
+            self._bar = TerminalBar()
             self._callback = self._bar
         elif progress is None or progress is False:
             self._callback = None
@@ -678,57 +676,6 @@ class _Writer:
             # The sink's error (if any) came from earlier in the body than whatever the
             # receiving loop met since, as that loop runs ahead: it is the one to report.
             self.finish()
-
-
-class _TerminalBar:
-    """``progress=True``: a tqdm bar when tqdm is installed, else one line rewritten on stderr."""
-
-    def __init__(self) -> None:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            tqdm = None
-        self._tqdm: Any = tqdm
-        self._bar: Any = None
-        self._width = 0
-
-    def __call__(self, progress: Progress) -> None:
-        files = f"{progress.files_done} files" + (
-            f", {progress.current}" if progress.current else ""
-        )
-        if self._tqdm is not None:
-            if self._bar is None:
-                self._bar = self._tqdm(
-                    total=progress.bytes_total, unit="B", unit_scale=True, unit_divisor=1024
-                )
-            self._bar.set_postfix_str(files, refresh=False)
-            self._bar.update(progress.bytes_done - self._bar.n)
-            return
-        done = _human(progress.bytes_done)
-        if progress.bytes_total:
-            percent = 100 * progress.bytes_done // progress.bytes_total
-            done = f"{done} of {_human(progress.bytes_total)} ({percent}%)"
-        columns = max(MIN_BAR_WIDTH, shutil.get_terminal_size().columns - 1)
-        line = f"{done}, {files}"[:columns]
-        sys.stderr.write("\r" + line.ljust(self._width))
-        sys.stderr.flush()
-        self._width = len(line)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self._width:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-def _human(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # -- the edges: the loops that do I/O, once sync and once async ----------------------------
