@@ -132,11 +132,10 @@ def test_duplicate_names_in_a_stream_are_refused() -> None:
 
 
 def test_crcs_of_upcoming_files_are_computed_ahead(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: pathlib.Path,
 ) -> None:
     import multiresp._pump as pump
 
-    monkeypatch.setattr(pump, "HOLD_LIMIT", READ_BLOCK)  # files too large to hold
     entries = []
     for i in range(4):
         path = tmp_path / f"large-{i}.bin"
@@ -158,36 +157,6 @@ def test_crcs_of_upcoming_files_are_computed_ahead(
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         assert archive.testzip() is None
         assert all(not info.flag_bits & 8 for info in archive.infolist())
-
-
-def test_a_file_up_to_the_hold_limit_is_read_once(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import multiresp._pump as pump
-
-    entries = []
-    for i in range(3):
-        path = tmp_path / f"held-{i}.bin"
-        path.write_bytes(bytes([i]) * (2 * READ_BLOCK + 1000 * i + 1))
-        entries.append(Entry.from_path(path))
-    assert all(e.size is not None and e.size <= pump.HOLD_LIMIT for e in entries)
-    reads: list[int] = []
-    original = pump._read_exact
-
-    def spy(f: io.RawIOBase, size: int, entry: Entry, source: pump.PathSource) -> bytes:
-        reads.append(size)
-        return original(f, size, entry, source)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(pump, "_read_exact", spy)
-    monkeypatch.setattr(pump, "_path_crc", None)  # no second pass for these
-    pump.crc_cache._items.clear()
-    body = anyio.run(collect, entries, "store")
-    assert sum(reads) == sum(e.size or 0 for e in entries)
-    assert len(body) == predict_zip_size(entries)
-    with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        assert archive.testzip() is None
-        assert all(not info.flag_bits & 8 for info in archive.infolist())
-        assert archive.read("held-2.bin") == bytes([2]) * (2 * READ_BLOCK + 2001)
 
 
 def test_an_entry_end_joins_the_next_header(tmp_path: pathlib.Path) -> None:
