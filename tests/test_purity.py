@@ -9,7 +9,17 @@ import pytest
 
 import multiresp
 
-CORE = ["_errors", "_names", "_events", "_types", "_zipwriter", "_zipreader", "_multipart", "_http"]
+CORE = [
+    "_errors",
+    "_names",
+    "_events",
+    "_types",
+    "_zipformat",
+    "_zipwriter",
+    "_zipreader",
+    "_multipart",
+    "_http",
+]
 FORBIDDEN = {"anyio", "starlette", "httpx", "aiofiles", "socket", "asyncio", "trio", "uvicorn"}
 
 

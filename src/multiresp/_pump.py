@@ -40,7 +40,7 @@ import anyio.to_thread
 
 from ._entries import AsyncIterSource, BytesSource, Entry, IterSource, PathSource
 from ._errors import IntegrityError, UnsafeNameError
-from ._zipwriter import crc32
+from ._zipformat import crc32
 
 READ_BLOCK = 4 << 20  # bytes read from a file per thread hop
 # Bytes per read and per send of a large file. On asyncio, the part of a send that the socket

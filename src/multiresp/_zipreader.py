@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import importlib
 import itertools
 import stat
 import struct
-import types
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,12 +38,19 @@ from ._errors import IntegrityError, LimitExceeded, MultirespError, ProtocolErro
 from ._events import NEED_DATA, Data, End, EntryEnd, EntryStart, _Sentinel
 from ._names import check_name
 from ._types import Limits
-
-_isal_zlib: types.ModuleType | None
-try:  # isal is the optional `fast` extra: the same inflate and CRC-32, several times faster
-    _isal_zlib = importlib.import_module("isal.isal_zlib")
-except ImportError:  # pragma: no cover - exercised where the extra is not installed
-    _isal_zlib = None
+from ._zipformat import (
+    EXTRA_HEADER,
+    EXTRA_TIMESTAMP,
+    EXTRA_ZIP64,
+    FLAG_DATA_DESCRIPTOR,
+    FLAG_UTF8,
+    METHOD_DEFLATE,
+    METHOD_STORE,
+    ZIP32_MAX,
+    ZIP32_MAX_ENTRIES,
+    _isal_zlib,
+    crc32,
+)
 
 STORED_OUTPUT_STEP = 1 << 20  # bytes: most content one Data event of a stored entry carries
 INFLATE_OUTPUT_STEP = 512 << 10  # bytes: most the inflater produces in one step (one Data event)
@@ -55,14 +60,10 @@ MAX_ZIP64_EXTENSIBLE = 64 << 10  # bytes of "extensible data" accepted in the zi
 RAW_DEFLATE_WBITS = -zlib.MAX_WBITS  # window bits for deflate without a zlib header
 SHOWN_NAME_MAX = 64  # characters of an over-long name quoted in an error message
 
-METHOD_STORE = 0
-METHOD_DEFLATE = 8
 METHOD_AES = 99  # WinZip AES encryption
 FLAG_ENCRYPTED = 1 << 0
-FLAG_DATA_DESCRIPTOR = 1 << 3
 FLAG_PATCHED = 1 << 5  # "compressed patched data": needs a base file to rebuild
 FLAG_STRONG_ENCRYPTION = 1 << 6
-FLAG_UTF8 = 1 << 11
 FLAG_MASKED_HEADER = 1 << 13  # central directory encryption hides local header values
 REFUSED_FLAGS = {
     FLAG_ENCRYPTED: "it is encrypted (flag bit 0)",
@@ -98,14 +99,9 @@ NEXT_RECORDS = (SIG_LOCAL, SIG_CENTRAL, SIG_END, SIG_ZIP64_END)  # what follows 
 # Data descriptor fields after the optional signature: CRC-32, compressed size, size.
 DESCRIPTOR32 = struct.Struct("<III")
 DESCRIPTOR64 = struct.Struct("<IQQ")
-EXTRA_HEADER = struct.Struct("<HH")
 UINT16 = struct.Struct("<H")
 UINT64 = struct.Struct("<Q")
 
-ZIP32_MAX = 0xFFFFFFFF  # a size or offset field holding this means "see the zip64 extra"
-ZIP32_MAX_ENTRIES = 0xFFFF
-EXTRA_ZIP64 = 0x0001
-EXTRA_TIMESTAMP = 0x5455  # "UT": extended timestamp, bit 0 of its flags = mtime present
 EXTRA_UNIX_N = 0x756E  # "nu": ASi Unix extra field, holds the file mode
 EXTRA_UNICODE_PATH = 0x7075  # "up": Info-ZIP Unicode path (UTF-8 name + CRC of the raw name)
 UNIX_HOSTS = frozenset({3, 19})  # "version made by" hosts whose external attributes hold a mode
@@ -118,7 +114,6 @@ REFUSED_FILE_TYPES = {
 }
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
-crc32: Callable[[bytes, int], int] = _isal_zlib.crc32 if _isal_zlib is not None else zlib.crc32
 _INFLATE_ERRORS: tuple[type[Exception], ...] = (zlib.error,)
 if _isal_zlib is not None:
     _INFLATE_ERRORS += (_isal_zlib.error,)

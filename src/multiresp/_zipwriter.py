@@ -32,32 +32,30 @@ The module is pure: no I/O, no event loop, no clock.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import struct
-import types
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from ._errors import IntegrityError, LimitExceeded
 from ._names import check_name
-
-_isal_zlib: types.ModuleType | None
-try:  # isal is the optional `fast` extra: the same deflate and CRC-32, several times faster
-    _isal_zlib = importlib.import_module("isal.isal_zlib")
-except ImportError:  # pragma: no cover - exercised where the extra is not installed
-    _isal_zlib = None
+from ._zipformat import (
+    EXTRA_HEADER,
+    EXTRA_TIMESTAMP,
+    EXTRA_ZIP64,
+    FLAG_DATA_DESCRIPTOR,
+    FLAG_UTF8,
+    METHOD_DEFLATE,
+    METHOD_STORE,
+    ZIP32_MAX,
+    ZIP32_MAX_ENTRIES,
+    _isal_zlib,
+    crc32,
+)
 
 Compression = Literal["store", "deflate", "auto"]
 COMPRESSIONS: tuple[Compression, ...] = ("store", "deflate", "auto")
-
-crc32: Callable[[bytes, int], int] = _isal_zlib.crc32 if _isal_zlib is not None else zlib.crc32
-
-METHOD_STORE = 0
-METHOD_DEFLATE = 8
-FLAG_DATA_DESCRIPTOR = 1 << 3
-FLAG_UTF8 = 1 << 11
 
 VERSION_STORE = 10  # 1.0: stored file
 VERSION_DEFLATE = 20  # 2.0: deflate, directories
@@ -67,8 +65,6 @@ VERSION_MADE_BY = (3 << 8) | VERSION_ZIP64  # Unix, spec 4.5: external attribute
 FILE_ATTRIBUTES = 0o100644 << 16  # regular file, rw-r--r--
 DIR_ATTRIBUTES = (0o40755 << 16) | 0x10  # directory, rwxr-xr-x, plus the MS-DOS directory bit
 
-ZIP32_MAX = 0xFFFFFFFF  # largest size or offset a zip32 field holds; the value itself means zip64
-ZIP32_MAX_ENTRIES = 0xFFFF  # entry count field; 0xFFFF itself means "see zip64"
 STORED_BLOCK_MAX = 0xFFFF  # bytes in one deflate stored block
 STORED_BLOCK_FINAL = b"\x01\x00\x00\xff\xff"  # an empty final stored block ends the stream
 
@@ -79,7 +75,6 @@ ZIP64_END_RECORD = struct.Struct("<IQHHIIQQQQ")
 ZIP64_LOCATOR = struct.Struct("<IIQI")
 DESCRIPTOR32 = struct.Struct("<IIII")
 DESCRIPTOR64 = struct.Struct("<IIQQ")
-EXTRA_HEADER = struct.Struct("<HH")
 EXTENDED_TIMESTAMP = struct.Struct("<HHBi")  # tag 0x5455, size 5, flags (bit 0: mtime), mtime
 
 SIG_LOCAL = 0x04034B50
@@ -88,8 +83,6 @@ SIG_DESCRIPTOR = 0x08074B50
 SIG_END = 0x06054B50
 SIG_ZIP64_END = 0x06064B50
 SIG_ZIP64_LOCATOR = 0x07064B50
-EXTRA_ZIP64 = 0x0001
-EXTRA_TIMESTAMP = 0x5455
 
 DOS_EPOCH = (1980, 1, 1, 0, 0, 0)
 DOS_LAST = (2107, 12, 31, 23, 59, 58)
