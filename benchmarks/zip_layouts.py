@@ -50,7 +50,7 @@ class _DescriptorResponse(ZipStreamResponse):
         size = zip_size(_ZipEncoder.info(e, None) for e in entries)
         self._set_header("content-length", str(size))
         await self._start(send)
-        body = pump.Pump(entries, _DescriptorEncoder("store", None)).chunks()
+        body = pump.Pump(entries, _DescriptorEncoder("store", None)).batches()
         await self._send_body(scope, receive, send, body)
 
 

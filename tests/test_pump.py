@@ -49,7 +49,7 @@ def make_entry(kind: str, name: str, data: bytes, cuts: list[int], tmp: pathlib.
 
 async def collect(entries: list[Entry] | AsyncIterator[Entry], compression: str) -> bytes:
     pump = Pump(entries, _ZipEncoder(compression, None))  # type: ignore[arg-type]
-    return b"".join([piece async for piece in pump.chunks()])
+    return b"".join([piece async for batch in pump.batches() for piece in batch])
 
 
 @settings(
@@ -172,7 +172,7 @@ def test_an_entry_end_joins_the_next_header(tmp_path: pathlib.Path) -> None:
 
     async def pieces() -> list[bytes]:
         pump = Pump(entries, _MultipartEncoder(MultipartWriter(boundary="b0undary")))
-        return [piece async for piece in pump.chunks()]
+        return [piece async for batch in pump.batches() for piece in batch]
 
     got = anyio.run(pieces)
     expected = MultipartWriter(boundary="b0undary")

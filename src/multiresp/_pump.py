@@ -409,12 +409,6 @@ class Pump:
                     raise TypeError(f"an entry stream yielded {type(entry).__name__}, not Entry")
                 yield entry
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield the encoded body piece by piece (see :meth:`batches`)."""
-        async for batch in self.batches():
-            for piece in batch:
-                yield piece
-
     async def batches(self) -> AsyncIterator[list[bytes]]:
         """Yield the encoded body as the pieces of one thread hop at a time: about
         ``SEND_TARGET`` of output, or ``READ_BLOCK`` of a large file."""
