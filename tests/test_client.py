@@ -54,6 +54,8 @@ from multiresp.client import (
     iter_entries,
 )
 
+from ziputil import Unseekable
+
 GATE_TIMEOUT = 10.0  # seconds the server waits on a gate before giving up
 SERVER_START_TIMEOUT = 10.0  # seconds
 
@@ -189,20 +191,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 # -- bodies -------------------------------------------------------------------------------
-
-
-class Unseekable(io.RawIOBase):
-    """A write-only stream, so that zipfile writes data descriptors."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        self.data += b
-        return len(b)
 
 
 def stdlib_zip(

@@ -38,6 +38,8 @@ from multiresp._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event
 from multiresp._zipreader import INFLATE_OUTPUT_STEP, STORED_OUTPUT_STEP, ZipReader
 from multiresp._zipwriter import ZipEntryInfo, ZipWriter
 
+from ziputil import Unseekable
+
 UTC = dt.timezone.utc
 MIB = 1 << 20
 T0 = dt.datetime(2024, 2, 29, 13, 37, 42, tzinfo=UTC)
@@ -142,20 +144,6 @@ def contents(found: dict[str, Got]) -> dict[str, bytes]:
 
 
 # -- archives from independent writers -----------------------------------------------------------
-
-
-class Unseekable(io.RawIOBase):
-    """A write-only stream: zipfile then writes data descriptors."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        self.data += b
-        return len(b)
 
 
 def stdlib_zip(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from multiresp._zipwriter import Compression, ZipEntryInfo, ZipWriter
 
@@ -66,3 +68,17 @@ def local_headers(body: bytes) -> list[Local]:
             extra = body[at + 30 + name_len : at + 30 + name_len + extra_len]
             found.append(Local(fields[2], fields[3], fields[6], fields[7], fields[8], name, extra))
     return found
+
+
+class Unseekable(io.RawIOBase):
+    """A write-only stream, so that zipfile writes data descriptors."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        self.data += b
+        return len(b)
