@@ -104,6 +104,12 @@ def _mtime_from_ns(mtime_ns: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=mtime_ns // 1000)
 
 
+def ns_from_datetime(moment: dt.datetime) -> int:
+    """Nanoseconds since the epoch of a timezone-aware datetime (exact, no float)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One file (or empty directory) to send.
@@ -144,8 +150,7 @@ class Entry:
             return self.source.mtime_ns
         if self.mtime is None:
             return None
-        delta = self.mtime - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+        return ns_from_datetime(self.mtime)
 
     @property
     def rereadable(self) -> bool:

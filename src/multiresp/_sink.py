@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import hashlib
 import os
 import pathlib
@@ -43,6 +42,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from ._entries import ns_from_datetime
 from ._errors import IntegrityError, LimitExceeded, ProtocolError, UnsafeNameError
 from ._events import Data, EntryEnd, EntryStart, Event
 from ._names import check_portable
@@ -157,11 +157,6 @@ def _declared_sha256(start: EntryStart) -> bytes | None:
 
 def _is_link(st: os.stat_result) -> bool:
     return stat.S_ISLNK(st.st_mode) or bool(getattr(st, "st_file_attributes", 0) & _REPARSE_POINT)
-
-
-def _mtime_ns(mtime: dt.datetime) -> int:
-    delta = mtime - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
@@ -412,7 +407,7 @@ class FileSink:
         folder = current.folder
         mtime = current.start.mtime
         if mtime is not None and os.utime in os.supports_fd:
-            ns = _mtime_ns(mtime)
+            ns = ns_from_datetime(mtime)
             os.utime(current.fd, ns=(ns, ns))
         st = os.fstat(current.fd)
         final_path, dir_fd = folder.ref(current.final_name)
