@@ -949,13 +949,3 @@ async def _exit_writer(
     """:meth:`_Writer.__exit__` in a worker thread, safe from cancellation."""
     with anyio.CancelScope(shield=True):
         await anyio.to_thread.run_sync(writer.__exit__, exc_type, exc, tb)
-
-__all__ = (
-    "Progress",
-    "ProgressCallback",
-    "ReceivedEntry",
-    "adownload",
-    "aiter_entries",
-    "download",
-    "iter_entries",
-)

@@ -417,6 +417,7 @@ def negotiate(
         status_code=406,
     )
 
+
 __all__ = (
     "Entries",
     "EntryLike",
