@@ -296,3 +296,20 @@ def test_readme_links_resolve_on_the_package_index() -> None:
     targets = re.findall(r"\]\(([^)\s]+)", readme) + re.findall(r"<img[^>]+src=\"([^\"]+)", readme)
     relative = [t for t in targets if not t.startswith(("https://", "http://", "#", "mailto:"))]
     assert not relative, f"links that resolve only inside the repository: {relative}"
+
+
+def test_the_documents_the_code_cites_are_in_the_repository() -> None:
+    """A comment that cites a Markdown file (and a section of it) must lead somewhere."""
+    cited = 0
+    for folder in ("src", "tests", "examples"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            text = path.read_text()
+            for document in re.findall(r"(?<![\w/.-])([\w./-]+\.md)\b", text):
+                cited += 1
+                assert (ROOT / document).is_file(), f"{path.name} cites {document}: not in the repo"
+            for document, section in re.findall(r"(docs/[\w./-]+\.md), \"([^\"]+)\"", text):
+                headings = re.findall(r"^#+ (.+)$", (ROOT / document).read_text(), re.MULTILINE)
+                assert section in headings, (
+                    f"{path.name} cites {document}, {section!r}: no such section"
+                )
+    assert cited
