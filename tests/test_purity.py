@@ -1,4 +1,4 @@
-"""The formats are pure (STYLE.md): their modules import no I/O library."""
+"""The formats are pure (docs/style.md): their modules import no I/O library."""
 
 from __future__ import annotations
 

@@ -1,6 +1,11 @@
-"""multiresp: many files in one HTTP response, sent and received safely while they stream."""
+"""multiresp: many files in one HTTP response, sent and received safely while they stream.
 
-from __future__ import annotations
+The server's responses are loaded on first use (``multiresp.ZipStreamResponse``), so that a
+client-only program (``import multiresp.client``) never imports Starlette or the read-ahead pump.
+"""
+
+import importlib
+import typing
 
 from ._entries import Entry as Entry
 from ._entries import walk as walk
@@ -11,14 +16,18 @@ from ._errors import ProtocolError as ProtocolError
 from ._errors import UnsafeNameError as UnsafeNameError
 from ._types import Limits as Limits
 from ._types import SavedFile as SavedFile
-from .responses import MultipartResponse as MultipartResponse
-from .responses import ZipResponse as ZipResponse
-from .responses import ZipStreamResponse as ZipStreamResponse
-from .responses import negotiate as negotiate
+from ._zipwriter import Compression as Compression
+
+if typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
+    from .responses import MultipartResponse as MultipartResponse
+    from .responses import ZipResponse as ZipResponse
+    from .responses import ZipStreamResponse as ZipStreamResponse
+    from .responses import negotiate as negotiate
 
 __version__ = "0.1.0.dev0"
 
 __all__ = (
+    "Compression",
     "Entry",
     "IntegrityError",
     "LimitExceeded",
@@ -33,3 +42,24 @@ __all__ = (
     "negotiate",
     "walk",
 )
+
+# Public names whose module needs the server's dependencies: name -> submodule.
+_LAZY = {
+    "MultipartResponse": "responses",
+    "ZipResponse": "responses",
+    "ZipStreamResponse": "responses",
+    "negotiate": "responses",
+}
+
+
+def __getattr__(name: str) -> object:
+    submodule = _LAZY.get(name)
+    if submodule is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{submodule}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})

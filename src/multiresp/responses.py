@@ -416,3 +416,13 @@ def negotiate(
         f"{MULTIPART_MEDIA_TYPE}\n",
         status_code=406,
     )
+
+
+__all__ = (
+    "Entries",
+    "EntryLike",
+    "MultipartResponse",
+    "ZipResponse",
+    "ZipStreamResponse",
+    "negotiate",
+)
