@@ -35,7 +35,6 @@ import zipstream
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-import multiresp.client as client_module
 from multiresp import (
     Entry,
     IntegrityError,
@@ -44,6 +43,9 @@ from multiresp import (
     ProtocolError,
     SavedFile,
     UnsafeNameError,
+    _decoding,
+    _progress,
+    _transfer,
 )
 from multiresp._sink import TEMP_SUFFIX
 from multiresp.client import (
@@ -424,7 +426,7 @@ async def test_cancelled_adownload_leaves_no_partial_file(
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_module, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(_progress, "PROGRESS_INTERVAL", 0.0)
     body = stdlib_zip(FILES)
     gate_at = entry_data_offset(body, "nested/deeper/random.bin") + 300_000
     url, served = serve(body, "application/zip", chunk=50_000, gate_at=gate_at)
@@ -605,7 +607,7 @@ def test_gzip_bomb_comes_out_in_bounded_pieces(serve: Callable[..., tuple[str, S
         sizes = [len(chunk) for chunk in entry.iter_bytes()]
         assert next(entries, None) is None
     assert sum(sizes) == len(zeros)
-    assert max(sizes) <= client_module.DECODE_STEP + 1024
+    assert max(sizes) <= _decoding.DECODE_STEP + 1024
 
 
 @pytest.mark.parametrize(
@@ -848,8 +850,8 @@ def test_resume_gives_up(
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_module, "RESUME_BACKOFF", 0.001)
-    attempts = client_module.MAX_RESUME_ATTEMPTS
+    monkeypatch.setattr(_transfer, "RESUME_BACKOFF", 0.001)
+    attempts = _transfer.MAX_RESUME_ATTEMPTS
     url, served, _ = resumable(serve, cuts=[200_000] + [0] * (attempts + 1))
     with pytest.raises(ProtocolError, match=f"gave up after {attempts}"):
         download(url, tmp_path)
@@ -888,7 +890,7 @@ def test_progress_callback(
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_module, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(_progress, "PROGRESS_INTERVAL", 0.0)
     body = stdlib_zip(FILES)
     url, _ = serve(body, "application/zip", length=False, chunk=100_000)
     reports: list[Progress] = []
