@@ -5,7 +5,8 @@ the Content-Encoding) or from an explicit format, and from the :class:`~multires
 is fed the body as sent, in whatever pieces arrive (``receive``), undoes the Content-Encoding
 in bounded pieces (:class:`_Inflater`), feeds the pure format reader (``ZipReader`` or
 ``MultipartReader``) and gives its h11-style events (``next_event``). It counts the bytes as
-sent and the content bytes that come out. A
+sent and the content bytes that come out, so that the limits on the whole transfer hold
+whatever encodings stand between the two (:meth:`BodyDecoder.next_event`). A
 :class:`Batcher` groups the events into batches for the file writer
 (:class:`~multiresp._writer.Writer`, which drives a :class:`~multiresp._sink.FileSink`).
 
@@ -24,11 +25,12 @@ downloads, and a receiver of uploads can use it for request bodies::
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Iterator
 from typing import Literal, Protocol
 
-from ._errors import MultirespError, ProtocolError
+from ._errors import LimitExceeded, MultirespError, ProtocolError
 from ._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event, _Sentinel
 from ._multipart import MultipartReader, boundary_from_content_type
 from ._names import parse_header_params
@@ -36,11 +38,16 @@ from ._types import Limits
 from ._zipreader import ZipReader
 
 Format = Literal["zip", "multipart"]
+FORMATS: tuple[Format, ...] = ("zip", "multipart")
 ZIP_MEDIA_TYPES = frozenset({"application/zip", "application/x-zip-compressed"})
 BATCH_BYTES = 1 << 20  # bytes of content handed to the file writer at once
 DECODE_STEP = 1 << 20  # most bytes a gzip / deflate decoder hands out at once
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib window bits that expect a gzip header
 RAW_DEFLATE_WBITS = -zlib.MAX_WBITS  # zlib window bits for deflate without the zlib header
+TOTAL_RATIO_FLOOR = 1 << 20  # bytes of content before max_total_ratio is enforced
+MAX_BOUNDARY_LINE = 2 + 70 + 2  # bytes: "--", the longest boundary RFC 2046 allows, CRLF
+# What a malformed body can make the standard library raise; turned into ProtocolError.
+_DATA_ERRORS = (zlib.error, struct.error, LookupError, ValueError, OverflowError)
 
 
 class _Reader(Protocol):
@@ -112,31 +119,92 @@ def inflater_for(content_encoding: str | None) -> _Inflater | None:
     )
 
 
-def format_of(content_type: str) -> Format:
-    """The body's format, as ``content_type`` names it.
+def check_format(format: Format | None) -> None:
+    """Refuse a ``format`` argument that names no format (a programming error).
 
     Raises:
-        ProtocolError: the Content-Type is neither zip nor multipart.
+        ValueError: ``format`` is neither None, ``"zip"`` nor ``"multipart"``.
     """
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"format must be None, 'zip' or 'multipart', not {format!r}")
+
+
+def format_of(content_type: str, format: Format | None = None) -> Format:
+    """The body's format: ``format`` when given, else the one ``content_type`` names.
+
+    Raises:
+        ProtocolError: no ``format`` was given and the Content-Type is neither zip nor
+            multipart.
+    """
+    check_format(format)
+    if format is not None:
+        return format
     media_type, _ = parse_header_params(content_type)
     if media_type in ZIP_MEDIA_TYPES:
         return "zip"
     if media_type.startswith("multipart/"):
         return "multipart"
     raise ProtocolError(
-        f"cannot unpack a response of type {content_type!r}: expected application/zip or"
-        " multipart/*"
+        f"cannot unpack a body of type {content_type!r}: expected application/zip or"
+        " multipart/* (or say which with format='zip' or format='multipart')"
     )
 
 
-def reader_for(content_type: str, limits: Limits) -> _Reader:
-    """The pure reader for a body: zip or multipart, as its Content-Type says.
+class _BoundarySniffer:
+    """A multipart reader whose boundary is taken from the body's first line.
+
+    For ``format="multipart"`` on a body whose Content-Type carries no boundary (served as
+    ``application/octet-stream``, say): the body must then start with ``--boundary CRLF``.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._head = b""
+        self._reader: MultipartReader | None = None
+
+    def receive_data(self, data: bytes) -> None:
+        if self._reader is not None:
+            self._reader.receive_data(data)
+            return
+        self._head += data
+        line, crlf, _ = self._head.partition(b"\r\n")
+        if not crlf and data and len(self._head) < MAX_BOUNDARY_LINE:
+            return
+        if not crlf or not line.startswith(b"--") or len(line) > MAX_BOUNDARY_LINE:
+            raise ProtocolError(
+                "the body has no multipart boundary: its Content-Type names none, and it does"
+                " not start with a boundary line"
+            )
+        boundary = line[2:].rstrip(b" \t").decode("ascii", "replace")
+        self._reader = MultipartReader(
+            boundary_from_content_type(f'multipart/mixed; boundary="{boundary}"'),
+            limits=self._limits,
+        )
+        head, self._head = self._head, b""
+        self._reader.receive_data(head)
+        if not data:
+            self._reader.receive_data(b"")
+
+    def next_event(self) -> Event | _Sentinel:
+        return NEED_DATA if self._reader is None else self._reader.next_event()
+
+
+def reader_for(content_type: str, limits: Limits, format: Format | None = None) -> _Reader:
+    """The pure reader for a body: zip or multipart, as :func:`format_of` decides.
 
     Raises:
-        ProtocolError: the Content-Type is neither zip nor multipart, or is malformed.
+        ProtocolError: the format cannot be told, or a multipart Content-Type is malformed.
     """
-    if format_of(content_type) == "zip":
+    if format_of(content_type, format) == "zip":
         return ZipReader(limits=limits)
+    _, params = parse_header_params(content_type)
+    if "boundary" not in params:
+        if format is None:  # a multipart/* type without its boundary: say so
+            boundary_from_content_type(content_type)
+        return _BoundarySniffer(limits)
+    if format is not None:  # take the boundary whatever the type claims to be
+        boundary = params["boundary"].replace("\\", "\\\\").replace('"', '\\"')
+        content_type = f'multipart/mixed; boundary="{boundary}"'
     return MultipartReader(boundary_from_content_type(content_type), limits=limits)
 
 
@@ -151,6 +219,8 @@ class BodyDecoder:
         content_type: The body's Content-Type header value.
         limits: Bounds checked while reading.
         content_encoding: The Content-Encoding header value, or None.
+        format: ``"zip"`` or ``"multipart"`` to read the body as that whatever its
+            Content-Type says; None to go by the Content-Type.
 
     Attributes:
         received: Body bytes received, as sent (before any Content-Encoding is undone).
@@ -168,9 +238,13 @@ class BodyDecoder:
         *,
         limits: Limits,
         content_encoding: str | None = None,
+        format: Format | None = None,
     ) -> None:
         self.limits = limits
-        self.reader = reader_for(content_type, limits)
+        try:
+            self.reader = reader_for(content_type, limits, format)
+        except _DATA_ERRORS as exc:
+            raise ProtocolError(f"unreadable Content-Type {content_type!r}: {exc}") from None
         self.inflater = inflater_for(content_encoding)
         self.received = 0
         self.produced = 0
@@ -200,9 +274,17 @@ class BodyDecoder:
             LimitExceeded: a bound of the limits was crossed.
             UnsafeNameError: an entry name could escape its folder.
         """
-        event = self._next_event()
+        try:
+            event = self._next_event()
+        except MultirespError:
+            raise
+        except _DATA_ERRORS as exc:
+            raise ProtocolError(
+                f"the body is malformed {self.where()}: {type(exc).__name__}: {exc}",
+                entry=self.current,
+            ) from exc
         if type(event) is Data:
-            self.produced += len(event.data)
+            self._count(len(event.data))
         return event
 
     def _next_event(self) -> Event | _Sentinel:
@@ -223,6 +305,22 @@ class BodyDecoder:
             elif type(event) is EntryEnd:
                 self.current, self.last = None, event.name
             return event
+
+    def _count(self, size: int) -> None:
+        """Count content bytes, and hold the whole transfer to ``max_total_ratio``."""
+        self.produced += size
+        ratio = self.limits.max_total_ratio
+        if (
+            ratio is not None
+            and self.produced > TOTAL_RATIO_FLOOR
+            and self.produced > ratio * self.received
+        ):
+            raise LimitExceeded(
+                f"entry {self.current!r} brings the content to {self.produced} bytes from"
+                f" {self.received} bytes received: over the limit of {ratio:g} times the bytes"
+                " received for the whole transfer (max_total_ratio)",
+                entry=self.current,
+            )
 
     def where(self) -> str:
         """Where in the body we are, for error messages."""

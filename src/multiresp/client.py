@@ -45,10 +45,11 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ._decoding import BodyDecoder
+from ._decoding import BodyDecoder, Format, check_format
+from ._errors import MultirespError
 from ._iteration import AsyncEntries, ReceivedEntry, _Walker, iter_walker
 from ._progress import Progress, ProgressCallback
-from ._sink import FileSink
+from ._sink import FileSink, IfExists
 from ._transfer import Transfer
 from ._types import Limits, SavedFile
 from ._writer import Writer, aexit_writer, aput, in_thread_shielded
@@ -66,19 +67,40 @@ CONNECT_TIMEOUT = 10.0  # seconds, for the client download() makes when given no
 READ_TIMEOUT = 60.0  # seconds without a byte, for the client download() makes when given none
 
 
-def _decoder(response: httpx.Response, limits: Limits | None) -> BodyDecoder:
+def _decoder(
+    response: httpx.Response, limits: Limits | None, format: Format | None, caller: str
+) -> BodyDecoder:
+    """Check a response given to ``caller`` before its body is read, and make its decoder.
+
+    Raises:
+        TypeError: ``response`` is not an ``httpx.Response``.
+        RuntimeError: its body was already read (it was not opened with ``stream=True``).
+        httpx.HTTPStatusError: it has an error status.
+        ProtocolError: its format cannot be told, or its Content-Encoding is not supported.
+    """
+    if not isinstance(response, httpx.Response):
+        raise TypeError(f"response must be an httpx.Response, not {type(response).__name__}")
+    check_format(format)
+    if response.is_stream_consumed or response.is_closed:
+        raise RuntimeError(
+            f"{caller}() needs a response opened with stream=True (client.stream(...) or"
+            " client.send(request, stream=True)) whose body was not read yet; this one's body"
+            " was already read"
+        )
+    response.raise_for_status()
     headers = response.headers
     return BodyDecoder(
         headers.get("content-type", ""),
         limits=limits if limits is not None else Limits(),
         content_encoding=headers.get("content-encoding"),
+        format=format,
     )
 
 
 def iter_entries(
-    response: httpx.Response, *, limits: Limits | None = None
+    response: httpx.Response, *, limits: Limits | None = None, format: Format | None = None
 ) -> Iterator[ReceivedEntry]:
-    """Yield the entries of a zip or multipart response while its body arrives.
+    """Give the entries of a zip or multipart response while its body arrives.
 
     Each entry is given as soon as its header has arrived; its bytes are read with
     :meth:`ReceivedEntry.iter_bytes` before moving on (an entry not read is skipped). Nothing is
@@ -89,22 +111,31 @@ def iter_entries(
             has not been read. The format comes from its Content-Type: ``application/zip``
             (or ``application/x-zip-compressed``) or ``multipart/*``.
         limits: Bounds checked while reading; ``Limits()`` when None.
+        format: ``"zip"`` or ``"multipart"`` to read the body as that whatever its
+            Content-Type says (a zip served as ``application/octet-stream``, say); None to go
+            by the Content-Type.
 
-    Yields:
-        The entries, in order.
+    Returns:
+        An iterator of the entries, in order. The response is checked at once, before any of
+        its body is read.
 
     Raises:
+        TypeError: ``response`` is not an ``httpx.Response``.
+        ValueError: ``format`` is neither None, ``"zip"`` nor ``"multipart"``.
+        RuntimeError: the response's body was already read (not opened with ``stream=True``).
+        httpx.HTTPStatusError: the response has an error status (4xx, 5xx).
         ProtocolError: the Content-Type is neither zip nor multipart, or the body is malformed
             or truncated.
         IntegrityError: an entry's CRC-32 or size does not match its bytes.
         LimitExceeded: a bound of ``limits`` was crossed.
         UnsafeNameError: an entry name could escape its folder.
     """
-    yield from iter_walker(_Walker(_decoder(response, limits), raw=response.iter_raw()))
+    decoder = _decoder(response, limits, format, "iter_entries")
+    return iter_walker(_Walker(decoder, raw=response.iter_raw()))
 
 
 def aiter_entries(
-    response: httpx.Response, *, limits: Limits | None = None
+    response: httpx.Response, *, limits: Limits | None = None, format: Format | None = None
 ) -> AsyncIterator[ReceivedEntry]:
     """Iterate over the entries of a zip or multipart response; the twin of :func:`iter_entries`.
 
@@ -115,19 +146,23 @@ def aiter_entries(
         response: A response from ``httpx.AsyncClient.stream(...)``, whose body has not been
             read.
         limits: Bounds checked while reading; ``Limits()`` when None.
+        format: As for :func:`iter_entries`.
 
     Returns:
         An async iterator of the entries, in order; read each one's bytes with
-        :meth:`ReceivedEntry.aiter_bytes`.
+        :meth:`ReceivedEntry.aiter_bytes`. The response is checked at once.
 
     Raises:
+        TypeError, ValueError, RuntimeError, httpx.HTTPStatusError: as for
+            :func:`iter_entries`.
         ProtocolError: the Content-Type is neither zip nor multipart, or the body is malformed
             or truncated.
         IntegrityError: an entry's CRC-32 or size does not match its bytes.
         LimitExceeded: a bound of ``limits`` was crossed.
         UnsafeNameError: an entry name could escape its folder.
     """
-    return AsyncEntries(lambda: _Walker(_decoder(response, limits), araw=response.aiter_raw()))
+    decoder = _decoder(response, limits, format, "aiter_entries")
+    return AsyncEntries(lambda: _Walker(decoder, araw=response.aiter_raw()))
 
 
 def _client() -> httpx.Client:
@@ -151,6 +186,10 @@ def download(
     limits: Limits | None = None,
     progress: ProgressCallback | bool | None = None,
     resume: bool = True,
+    format: Format | None = None,
+    if_exists: IfExists = "replace",
+    deadline: float | None = None,
+    min_rate: float | None = None,
     **request_kwargs: Any,
 ) -> list[SavedFile]:
     """Download a zip or multipart response and unpack it under ``dest`` while it streams.
@@ -163,14 +202,31 @@ def download(
         url: What to request.
         dest: The folder to unpack into; created when missing. Nothing is ever written outside
             it, and no symbolic link in it is followed.
-        client: The httpx client to use; by default a new one that follows redirects.
+        client: The httpx client to use; by default a new one that follows redirects, with a
+            10 s connect timeout and a 60 s read timeout (the longest wait for a byte).
         method: The HTTP method. Only ``GET`` transfers are resumed.
-        limits: Bounds on the entries (count, sizes, names, compression ratio);
+        limits: Bounds on the entries (count, sizes, names, folders, compression ratios);
             ``Limits()`` when None.
         progress: None; True for a progress bar on stderr (tqdm when installed); or a callable
             that receives a :class:`Progress` about ten times a second and once at the end.
         resume: When the connection drops mid-body and the response had a strong ``ETag`` and
-            ``Accept-Ranges: bytes``, ask for the rest with ``Range`` and ``If-Range``.
+            ``Accept-Ranges: bytes``, ask for the rest with ``Range`` and ``If-Range``. The
+            206 that answers must repeat the same ``ETag`` and a ``Content-Range`` for exactly
+            the rest, else the download fails with ``ProtocolError`` (files verified before
+            stay): a server that changed the resource is never spliced into the old body.
+        format: ``"zip"`` or ``"multipart"`` to read the body as that whatever its
+            Content-Type says (a zip served as ``application/octet-stream``, say); None (the
+            default) to go by the Content-Type.
+        if_exists: What to do with an entry whose file already exists in ``dest``:
+            ``"replace"`` it (the default, as ``unzip -o`` and ``zipfile`` do), ``"skip"`` it
+            (its bytes are read and verified but not written, and it is not in the returned
+            list), or ``"error"`` (``FileExistsError`` before anything of it is written).
+        deadline: Seconds the whole download may take, resumes included; None (the default)
+            for no bound beyond the read timeout. It is checked whenever bytes arrive, and
+            every wait for the server is cut to the time left.
+        min_rate: Fewest body bytes a second, measured over each 5 s; None (the default) for no
+            bound, as a server may rightly pause while it produces the next entry. A server
+            that stays silent for 5 s fails it too.
         **request_kwargs: Passed to ``client.stream()`` (``params``, ``headers``, ``json``...).
             ``Accept-Encoding: identity`` is sent unless ``headers`` set it.
 
@@ -178,8 +234,15 @@ def download(
         The files saved, in the order they arrived (directories are created, not listed).
 
     Raises:
-        httpx.HTTPStatusError: the response has an error status.
+        TypeError: ``url`` or ``dest`` has the wrong type.
+        ValueError: ``format``, ``if_exists``, ``deadline`` or ``min_rate`` is not allowed.
+        NotADirectoryError: ``dest`` exists and is not a folder.
+        FileExistsError: ``if_exists="error"`` and an entry's file is already in ``dest``.
+        httpx.HTTPStatusError: the response has an error status (raised before any of its
+            body is read).
         httpx.TransportError: the request failed before any response arrived.
+        TransferTimeout: the deadline passed, the rate fell under ``min_rate``, or the server
+            went silent for the read timeout mid-body (also a ``TimeoutError``).
         ProtocolError: the Content-Type is neither zip nor multipart, the body is malformed or
             truncated, or the connection was lost and could not be resumed.
         IntegrityError: an entry's CRC-32 or size does not match its bytes.
@@ -187,15 +250,25 @@ def download(
         UnsafeNameError: an entry name is unsafe or not portable, repeats, clashes with another
             entry, or meets a symbolic link in ``dest``.
     """
-    transfer = Transfer(url, method=method, limits=limits, resume=resume, progress=progress)
+    transfer = Transfer(
+        url,
+        method=method,
+        limits=limits,
+        resume=resume,
+        progress=progress,
+        format=format,
+        deadline=deadline,
+        min_rate=min_rate,
+    )
     with contextlib.ExitStack() as stack:
         stack.callback(transfer.reporter.close)
+        sink = stack.enter_context(FileSink(dest, limits=transfer.limits, if_exists=if_exists))
         http = client if client is not None else stack.enter_context(_client())
-        sink = stack.enter_context(FileSink(dest, limits=transfer.limits))
         writer = stack.enter_context(Writer(sink))
         while True:
+            kwargs = transfer.request_kwargs(request_kwargs, http.timeout)
             try:
-                with http.stream(method, url, **transfer.request_kwargs(request_kwargs)) as resp:
+                with http.stream(method, url, **kwargs) as resp:
                     transfer.open(resp)
                     for raw in resp.iter_raw():
                         for batch in transfer.feed(raw):
@@ -221,6 +294,10 @@ async def adownload(
     limits: Limits | None = None,
     progress: ProgressCallback | bool | None = None,
     resume: bool = True,
+    format: Format | None = None,
+    if_exists: IfExists = "replace",
+    deadline: float | None = None,
+    min_rate: float | None = None,
     **request_kwargs: Any,
 ) -> list[SavedFile]:
     """Download and unpack under ``dest``; the async twin of :func:`download`.
@@ -228,34 +305,61 @@ async def adownload(
     Runs on anyio (asyncio or trio). Files are hashed and written on a worker thread, handed
     ``BATCH_BYTES`` of content at a time (small files are batched together), never a chunk at a
     time; the event loop only waits for it when the disk falls behind. Arguments, return value
-    and errors are those of :func:`download`, with an ``httpx.AsyncClient`` as ``client``.
+    and errors are those of :func:`download`, with an ``httpx.AsyncClient`` as ``client``;
+    here the ``deadline`` also cancels a wait for the server the moment it passes.
     """
-    transfer = Transfer(url, method=method, limits=limits, resume=resume, progress=progress)
+    transfer = Transfer(
+        url,
+        method=method,
+        limits=limits,
+        resume=resume,
+        progress=progress,
+        format=format,
+        deadline=deadline,
+        min_rate=min_rate,
+    )
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(transfer.reporter.close)
-        http = client if client is not None else await stack.enter_async_context(_async_client())
         sink = await anyio.to_thread.run_sync(
-            functools.partial(FileSink, dest, limits=transfer.limits)
+            functools.partial(FileSink, dest, limits=transfer.limits, if_exists=if_exists)
         )
         stack.push_async_callback(in_thread_shielded, sink.close)
+        http = client if client is not None else await stack.enter_async_context(_async_client())
         writer = Writer(sink)
         stack.push_async_exit(functools.partial(aexit_writer, writer))
-        while True:
-            try:
-                async with http.stream(
-                    method, url, **transfer.request_kwargs(request_kwargs)
-                ) as resp:
-                    transfer.open(resp)
-                    async for raw in resp.aiter_raw():
-                        for batch in transfer.feed(raw):
-                            await aput(writer, batch)
-                        transfer.report(writer.files_done)
-                break
-            except httpx.TransportError as exc:
-                await aput(writer, transfer.pending())
-                await anyio.sleep(transfer.dropped(exc))
-        for batch in transfer.finish():
-            await aput(writer, batch)
+        try:
+            with anyio.fail_after(transfer.remaining()):
+                await _areceive(http, transfer, writer, method, url, request_kwargs)
+        except TimeoutError as exc:
+            if isinstance(exc, MultirespError):
+                raise
+            transfer.past_deadline(exc)
         await anyio.to_thread.run_sync(writer.finish)
         transfer.report(writer.files_done, final=True)
         return sink.saved
+
+
+async def _areceive(
+    http: httpx.AsyncClient,
+    transfer: Transfer,
+    writer: Writer,
+    method: str,
+    url: httpx.URL | str,
+    request_kwargs: dict[str, Any],
+) -> None:
+    """The receiving loop of :func:`adownload`, through the body's end."""
+    while True:
+        kwargs = transfer.request_kwargs(request_kwargs, http.timeout)
+        try:
+            async with http.stream(method, url, **kwargs) as resp:
+                transfer.open(resp)
+                async for raw in resp.aiter_raw():
+                    for batch in transfer.feed(raw):
+                        await aput(writer, batch)
+                    transfer.report(writer.files_done)
+            break
+        except httpx.TransportError as exc:
+            await aput(writer, transfer.pending())
+            await anyio.sleep(transfer.dropped(exc))
+    for batch in transfer.finish():
+        await aput(writer, batch)
