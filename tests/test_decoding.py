@@ -146,3 +146,12 @@ def test_the_transfer_ratio_counts_bytes_as_sent() -> None:
         body,
         1000,
     )
+
+
+@pytest.mark.parametrize("lead", [b"", b"\r\n"])
+@pytest.mark.parametrize("step", [1, 5, 4096])
+def test_multipart_boundary_is_taken_from_the_first_line(lead: bytes, step: int) -> None:
+    decoder = BodyDecoder("application/octet-stream", limits=Limits(), format="multipart")
+    drain(decoder, lead + multipart(SAMPLE), step)
+    assert decoder.produced == sum(map(len, SAMPLE.values()))
+    assert decoder.last == "b/c.bin"

@@ -166,7 +166,7 @@ class _BoundarySniffer:
         if self._reader is not None:
             self._reader.receive_data(data)
             return
-        self._head += data
+        self._head = (self._head + data).lstrip(b"\r\n")  # CRLFs may come before it
         line, crlf, _ = self._head.partition(b"\r\n")
         if not crlf and data and len(self._head) < MAX_BOUNDARY_LINE:
             return
@@ -243,6 +243,8 @@ class BodyDecoder:
         self.limits = limits
         try:
             self.reader = reader_for(content_type, limits, format)
+        except MultirespError:
+            raise
         except _DATA_ERRORS as exc:
             raise ProtocolError(f"unreadable Content-Type {content_type!r}: {exc}") from None
         self.inflater = inflater_for(content_encoding)

@@ -1,6 +1,6 @@
 """Entry-by-entry reading of a body: what :func:`~multiresp.client.iter_entries` gives.
 
-A :class:`_Walker` holds the :class:`~multiresp._decoding.BodyDecoder` of one body and its
+A :class:`Walker` holds the :class:`~multiresp._decoding.BodyDecoder` of one body and its
 source of raw pieces (a sync or an async iterator), and knows which entry is current and
 whether its bytes were read; :class:`ReceivedEntry` is the entry the caller sees. Nothing here
 knows HTTP: the source is any iterator of body pieces.
@@ -41,7 +41,7 @@ class ReceivedEntry:
     mtime: dt.datetime | None
     is_dir: bool
     headers: tuple[tuple[str, str], ...] = ()
-    _walker: _Walker = field(repr=False, compare=False)
+    _walker: Walker = field(repr=False, compare=False)
 
     def iter_bytes(self) -> Iterator[bytes]:
         """Yield the entry's content, verified by the reader as it goes.
@@ -73,7 +73,7 @@ class ReceivedEntry:
         return _AsyncChunks(self)
 
 
-class _Walker:
+class Walker:
     """The state behind :func:`iter_entries`: which entry is current and whether it was read."""
 
     def __init__(
@@ -155,7 +155,7 @@ class _Walker:
                 raise RuntimeError(f"reader gave {event!r} inside entry {entry.name!r}")
 
 
-def iter_walker(walker: _Walker) -> Iterator[ReceivedEntry]:
+def iter_walker(walker: Walker) -> Iterator[ReceivedEntry]:
     """The entries of a walker fed from a sync source, in order."""
     while (entry := walker.next_entry()) is not None:
         if entry is NEED_DATA:
@@ -170,9 +170,9 @@ class AsyncEntries:
     A plain object, not an async generator, so leaving the loop early needs no ``aclosing()``.
     """
 
-    def __init__(self, make: Callable[[], _Walker]) -> None:
+    def __init__(self, make: Callable[[], Walker]) -> None:
         self._make = make
-        self._walker: _Walker | None = None
+        self._walker: Walker | None = None
 
     def __aiter__(self) -> AsyncEntries:
         return self

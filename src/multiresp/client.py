@@ -47,7 +47,7 @@ import httpx
 
 from ._decoding import BodyDecoder, Format, check_format
 from ._errors import MultirespError
-from ._iteration import AsyncEntries, ReceivedEntry, _Walker, iter_walker
+from ._iteration import AsyncEntries, ReceivedEntry, Walker, iter_walker
 from ._progress import Progress, ProgressCallback
 from ._sink import FileSink, IfExists
 from ._transfer import Transfer
@@ -131,7 +131,7 @@ def iter_entries(
         UnsafeNameError: an entry name could escape its folder.
     """
     decoder = _decoder(response, limits, format, "iter_entries")
-    return iter_walker(_Walker(decoder, raw=response.iter_raw()))
+    return iter_walker(Walker(decoder, raw=response.iter_raw()))
 
 
 def aiter_entries(
@@ -162,7 +162,7 @@ def aiter_entries(
         UnsafeNameError: an entry name could escape its folder.
     """
     decoder = _decoder(response, limits, format, "aiter_entries")
-    return AsyncEntries(lambda: _Walker(decoder, araw=response.aiter_raw()))
+    return AsyncEntries(lambda: Walker(decoder, araw=response.aiter_raw()))
 
 
 def _client() -> httpx.Client:
