@@ -223,7 +223,9 @@ def download(
             list), or ``"error"`` (``FileExistsError`` before anything of it is written).
         deadline: Seconds the whole download may take, resumes included; None (the default)
             for no bound beyond the read timeout. It is checked whenever bytes arrive, and
-            every wait for the server is cut to the time left.
+            each request's timeouts are cut to the time left when it is sent, so a server that
+            trickles bytes is stopped at most that much late (:func:`adownload` stops it the
+            moment the deadline passes).
         min_rate: Fewest body bytes a second, measured over each 5 s; None (the default) for no
             bound, as a server may rightly pause while it produces the next entry. A server
             that stays silent for 5 s fails it too.
