@@ -35,7 +35,6 @@ import zipstream
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-import multiresp.client as client_module
 from multiresp import (
     Entry,
     IntegrityError,
@@ -44,7 +43,11 @@ from multiresp import (
     ProtocolError,
     SavedFile,
     UnsafeNameError,
+    _decoding,
+    _progress,
+    _transfer,
 )
+from multiresp._errors import TransferTimeout
 from multiresp._sink import TEMP_SUFFIX
 from multiresp.client import (
     Progress,
@@ -89,6 +92,9 @@ class Served:
     etag: str | None = None
     ranges: bool = False  # honour Range / If-Range
     etag_after_cut: str | None = None  # the ETag once a cut happened: the resource "changed"
+    body_after_cut: bytes | None = None  # the body once a cut happened: the resource "changed"
+    etag_on_206: bool = True  # send the ETag with a 206 too (a sloppy server does not)
+    drip: float | None = None  # seconds between pieces (a slow server)
     requests: list[dict[str, str]] = dataclasses.field(default_factory=list)
     waited: bool = False  # the server reached the gate and waited
 
@@ -122,9 +128,11 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if served.ranges:
         headers["accept-ranges"] = "bytes"
         wanted, if_range = request.get("range"), request.get("if-range")
-        if wanted and (if_range is None or if_range == etag):
+        if wanted and (if_range is None or if_range == etag or not served.etag_on_206):
             start = int(wanted.removeprefix("bytes=").removesuffix("-"))
             status = 206
+            if not served.etag_on_206:
+                headers.pop("etag", None)
             headers["content-range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
             body = body[start:]
     if served.length:
@@ -132,6 +140,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     cut = served.cuts.pop(0) if served.cuts else None
     if cut is not None and served.etag_after_cut is not None:
         served.etag = served.etag_after_cut
+    if cut is not None and served.body_after_cut is not None:
+        served.body = served.body_after_cut
     await send(
         {
             "type": "http.response.start",
@@ -153,6 +163,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             raise Dropped(f"dropped after {cut} bytes")
         await send({"type": "http.response.body", "body": piece, "more_body": True})
         sent += len(piece)
+        if served.drip is not None:
+            await anyio.sleep(served.drip)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -424,7 +436,7 @@ async def test_cancelled_adownload_leaves_no_partial_file(
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_module, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(_progress, "PROGRESS_INTERVAL", 0.0)
     body = stdlib_zip(FILES)
     gate_at = entry_data_offset(body, "nested/deeper/random.bin") + 300_000
     url, served = serve(body, "application/zip", chunk=50_000, gate_at=gate_at)
@@ -600,12 +612,13 @@ def test_gzip_bomb_comes_out_in_bounded_pieces(serve: Callable[..., tuple[str, S
         headers={"content-encoding": "gzip"},
     )
     with httpx.stream("GET", url) as response:
-        entries = iter_entries(response, limits=Limits(max_compression_ratio=10_000))
+        limits = Limits(max_compression_ratio=10_000, max_total_ratio=None)
+        entries = iter_entries(response, limits=limits)
         entry = next(entries)
         sizes = [len(chunk) for chunk in entry.iter_bytes()]
         assert next(entries, None) is None
     assert sum(sizes) == len(zeros)
-    assert max(sizes) <= client_module.DECODE_STEP + 1024
+    assert max(sizes) <= _decoding.DECODE_STEP + 1024
 
 
 @pytest.mark.parametrize(
@@ -848,8 +861,8 @@ def test_resume_gives_up(
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_module, "RESUME_BACKOFF", 0.001)
-    attempts = client_module.MAX_RESUME_ATTEMPTS
+    monkeypatch.setattr(_transfer, "RESUME_BACKOFF", 0.001)
+    attempts = _transfer.MAX_RESUME_ATTEMPTS
     url, served, _ = resumable(serve, cuts=[200_000] + [0] * (attempts + 1))
     with pytest.raises(ProtocolError, match=f"gave up after {attempts}"):
         download(url, tmp_path)
@@ -888,7 +901,7 @@ def test_progress_callback(
     tmp_path: pathlib.Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(client_module, "PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr(_progress, "PROGRESS_INTERVAL", 0.0)
     body = stdlib_zip(FILES)
     url, _ = serve(body, "application/zip", length=False, chunk=100_000)
     reports: list[Progress] = []
@@ -981,3 +994,314 @@ async def test_aiter_entries_from_multiresp_zipstream(base_url: str) -> None:
             async for entry in aiter_entries(response)
         }
     assert seen == FILES
+
+
+# -- limits on the whole transfer, whatever the encodings (issue 9) -------------------------
+
+
+def zeros_zip(count: int, size: int, compression: int) -> bytes:
+    return stdlib_zip(
+        {f"z{index:03}.bin": bytes(size) for index in range(count)},
+        compression=compression,
+        dirs=[],
+    )
+
+
+def written(root: pathlib.Path) -> int:
+    return sum(path.stat().st_size for path in root.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("fmt", ["stored-zip", "multipart"])
+def test_content_encoding_cannot_get_round_the_ratio_limits(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path, fmt: str
+) -> None:
+    # Stored entries inflate nothing themselves: all the inflation is in the gzip layer.
+    if fmt == "multipart":
+        body, content_type = multipart_body({"zeros.bin": bytes(16 << 20)}), MULTIPART
+    else:
+        body, content_type = zeros_zip(1, 16 << 20, zipfile.ZIP_STORED), "application/zip"
+    encoded = gzip.compress(body)
+    url, _ = serve(encoded, content_type, headers={"content-encoding": "gzip"})
+    with pytest.raises(LimitExceeded, match="max_total_ratio"):
+        download(url, tmp_path, headers={"accept-encoding": "gzip"})
+    assert tree(tmp_path) == {}
+    with httpx.stream("GET", url) as response, pytest.raises(LimitExceeded, match="whole"):
+        for entry in iter_entries(response):
+            for _ in entry.iter_bytes():
+                pass
+
+
+def test_many_small_inflating_entries_hit_the_transfer_ratio(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    # Each entry stays under the per-entry ratio's first MiB; together they are a bomb.
+    body = zeros_zip(60, 256 << 10, zipfile.ZIP_DEFLATED)
+    url, _ = serve(body, "application/zip")
+    with pytest.raises(LimitExceeded, match="max_total_ratio"):
+        download(url, tmp_path)
+    assert written(tmp_path) <= _decoding.TOTAL_RATIO_FLOOR + 200 * len(body) + (256 << 10)
+    assert no_temp_files(tmp_path)
+    saved = download(url, tmp_path / "allowed", limits=Limits(max_total_ratio=None))
+    assert len(saved) == 60
+
+
+# -- folders (issue 9) ---------------------------------------------------------------------
+
+
+def test_deep_names_are_refused_before_any_folder_is_made(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    deep = "/".join(["d"] * 100) + "/f.txt"
+    url, _ = serve(multipart_body({"ok.txt": b"ok", deep: b"x"}), MULTIPART)
+    with pytest.raises(LimitExceeded, match="max_depth") as caught:
+        download(url, tmp_path)
+    assert caught.value.entry == deep
+    assert tree(tmp_path) == {"ok.txt": b"ok"}
+
+
+def test_folder_count_is_bounded(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    files = {f"top{index}/sub/f.txt": b"x" for index in range(20)}
+    url, _ = serve(multipart_body(files), MULTIPART)
+    with pytest.raises(LimitExceeded, match="max_folders"):
+        download(url, tmp_path, limits=Limits(max_folders=15))
+    folders = [path for path in tmp_path.rglob("*") if path.is_dir()]
+    assert len(folders) <= 15
+    saved = download(url, tmp_path / "all", limits=Limits(max_folders=40))
+    assert len(saved) == 20
+
+
+# -- resume must repeat the validator (issue 9) --------------------------------------------
+
+
+def test_resume_refuses_a_206_without_the_etag(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    # Two versions of the same length: a splice would raise no CRC error in multipart.
+    first = {"a.txt": b"a" * 1000, "b.bin": b"1" * 400_000, "c.txt": b"c"}
+    second = {"a.txt": b"A" * 1000, "b.bin": b"2" * 400_000, "c.txt": b"C"}
+    old, new = multipart_body(first), multipart_body(second)
+    url, served = serve(
+        old,
+        MULTIPART,
+        etag='"v1"',
+        ranges=True,
+        cuts=[200_000],
+        body_after_cut=new,
+        etag_on_206=False,
+    )
+    with pytest.raises(ProtocolError, match="ETag") as caught:
+        download(url, tmp_path)
+    assert caught.value.entry == "b.bin"
+    assert served.requests[1]["range"] == "bytes=200000-"  # it was asked, and refused
+    assert tree(tmp_path) == {"a.txt": b"a" * 1000}
+    assert no_temp_files(tmp_path)
+
+
+# -- deadlines and slow servers (issues 9 and 10) ------------------------------------------
+
+
+def drip(serve: Callable[..., tuple[str, Served]]) -> tuple[str, Served]:
+    """A server that sends 4 bytes every 50 ms: about 3 s for the whole body."""
+    body = multipart_body({"slow.txt": b"s" * 150})
+    return serve(body, MULTIPART, chunk=4, drip=0.05)
+
+
+def test_deadline_stops_a_slow_drip(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    url, _ = drip(serve)
+    with pytest.raises(TransferTimeout, match=r"timed out.*deadline of 0\.5 s") as caught:
+        download(url, tmp_path, deadline=0.5)
+    assert isinstance(caught.value, TimeoutError)
+    assert tree(tmp_path) == {}
+
+
+@pytest.mark.anyio
+async def test_async_deadline_stops_a_slow_drip(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    url, _ = drip(serve)
+    with pytest.raises(TransferTimeout, match="deadline"):
+        await adownload(url, tmp_path, deadline=0.5)
+    assert tree(tmp_path) == {}
+
+
+def test_min_rate_stops_a_slow_drip(
+    serve: Callable[..., tuple[str, Served]],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_transfer, "RATE_WINDOW", 0.3)
+    url, _ = drip(serve)
+    with pytest.raises(TransferTimeout, match="min_rate"):
+        download(url, tmp_path, min_rate=1000)
+    assert tree(tmp_path) == {}
+    saved = download(url, tmp_path, min_rate=10)  # 80 bytes/s is enough for this one
+    assert [file.name for file in saved] == ["slow.txt"]
+
+
+def test_a_silent_server_is_a_timeout_not_a_protocol_error(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    url, served = serve(multipart_body(FILES), MULTIPART, gate_at=200_000)
+    try:
+        with (
+            httpx.Client(timeout=0.3) as http,
+            pytest.raises(TransferTimeout, match="timed out") as caught,
+        ):
+            download(url, tmp_path, client=http)
+    finally:
+        served.gate.set()
+    assert isinstance(caught.value, TimeoutError)
+    assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
+    assert no_temp_files(tmp_path)
+
+
+def test_a_resumable_body_is_resumed_after_a_read_timeout(
+    serve: Callable[..., tuple[str, Served]],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_transfer, "RESUME_BACKOFF", 0.001)
+    body = stdlib_zip(FILES)
+    url, served = serve(body, "application/zip", etag='"v1"', ranges=True, gate_at=200_000)
+    try:
+        with httpx.Client(timeout=0.3) as http:
+            saved = download(url, tmp_path, client=http)
+    finally:
+        served.gate.set()
+    check_saved(saved, tmp_path, FILES)
+    assert len(served.requests) == 2
+
+
+# -- errors before the body, formats, existing files, misuse (issue 10) --------------------
+
+
+def test_iter_entries_raises_the_status_before_reading(base_url: str) -> None:
+    with httpx.stream("GET", f"{base_url}/missing") as response:
+        with pytest.raises(httpx.HTTPStatusError, match="404"):
+            iter_entries(response)
+        assert not response.is_stream_consumed
+
+
+@pytest.mark.anyio
+async def test_aiter_entries_raises_the_status_before_reading(base_url: str) -> None:
+    async with httpx.AsyncClient() as http, http.stream("GET", f"{base_url}/missing") as resp:
+        with pytest.raises(httpx.HTTPStatusError, match="404"):
+            aiter_entries(resp)
+        assert not resp.is_stream_consumed
+
+
+def test_iter_entries_needs_a_streamed_response(
+    serve: Callable[..., tuple[str, Served]],
+) -> None:
+    url, _ = serve(stdlib_zip(FILES), "application/zip")
+    response = httpx.get(url)
+    with pytest.raises(RuntimeError, match="stream=True"):
+        iter_entries(response)
+
+
+OCTET = "application/octet-stream"
+
+
+def test_format_reads_a_zip_served_as_octet_stream(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    url, _ = serve(stdlib_zip(FILES), OCTET)
+    with pytest.raises(ProtocolError, match="format='zip'"):
+        download(url, tmp_path / "refused")
+    check_saved(download(url, tmp_path / "zip", format="zip"), tmp_path / "zip", FILES)
+    with httpx.stream("GET", url) as response:
+        seen = {e.name: b"".join(e.iter_bytes()) for e in iter_entries(response, format="zip")}
+    assert seen == {**FILES, **dict.fromkeys(DIRS, b"")}
+    with pytest.raises(ValueError, match="format"):
+        download(url, tmp_path, format="tar")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_async_format_reads_a_zip_served_as_octet_stream(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    url, _ = serve(stdlib_zip(FILES), OCTET)
+    saved = await adownload(url, tmp_path, format="zip")
+    check_saved(saved, tmp_path, FILES)
+    async with httpx.AsyncClient() as http, http.stream("GET", url) as response:
+        names = [entry.name async for entry in aiter_entries(response, format="zip")]
+    assert names == [*DIRS, *FILES]
+
+
+@pytest.mark.parametrize("content_type", [OCTET, f"{OCTET}; boundary={BOUNDARY}"])
+def test_format_reads_multipart_served_as_octet_stream(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path, content_type: str
+) -> None:
+    # Without a boundary parameter, the body's first line gives it.
+    url, _ = serve(multipart_body(FILES), content_type, chunk=3)
+    saved = download(url, tmp_path, format="multipart")
+    check_saved(saved, tmp_path, FILES)
+
+
+def test_format_multipart_without_any_boundary(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    url, _ = serve(b"not a multipart body at all", OCTET)
+    with pytest.raises(ProtocolError, match="no multipart boundary"):
+        download(url, tmp_path, format="multipart")
+
+
+@pytest.mark.parametrize("policy", ["replace", "skip", "error"])
+def test_files_already_in_dest(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path, policy: str
+) -> None:
+    (tmp_path / "hello.txt").write_bytes(b"old")
+    url, _ = serve(multipart_body(FILES), MULTIPART)
+    if policy == "error":
+        with pytest.raises(FileExistsError, match=r"hello\.txt"):
+            download(url, tmp_path, if_exists="error")
+        assert tree(tmp_path) == {"hello.txt": b"old"}
+        return
+    saved = download(url, tmp_path, if_exists=policy)  # type: ignore[arg-type]
+    names = [file.name for file in saved]
+    if policy == "replace":
+        assert (tmp_path / "hello.txt").read_bytes() == FILES["hello.txt"]
+        assert names == list(FILES)
+    else:
+        assert (tmp_path / "hello.txt").read_bytes() == b"old"
+        assert names == [name for name in FILES if name != "hello.txt"]
+    assert no_temp_files(tmp_path)
+
+
+def test_replace_is_the_default(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    (tmp_path / "hello.txt").write_bytes(b"old")
+    url, _ = serve(multipart_body(FILES), MULTIPART)
+    download(url, tmp_path)
+    assert (tmp_path / "hello.txt").read_bytes() == FILES["hello.txt"]
+
+
+def test_dest_that_is_a_file(
+    serve: Callable[..., tuple[str, Served]], tmp_path: pathlib.Path
+) -> None:
+    url, served = serve(multipart_body(FILES), MULTIPART)
+    target = tmp_path / "a-file"
+    target.write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        download(url, target)
+    assert served.requests == []  # refused before asking
+
+
+@pytest.mark.parametrize(
+    ("url_arg", "dest_arg", "name"),
+    [(b"http://127.0.0.1:9/", "dest", "url"), (7, "dest", "url"), (None, 7, "dest")],
+)
+def test_wrong_types_name_the_parameter(
+    base_url: str, tmp_path: pathlib.Path, url_arg: object, dest_arg: object, name: str
+) -> None:
+    dest = tmp_path / "d" if dest_arg == "dest" else dest_arg
+    url = url_arg if url_arg is not None else f"{base_url}/missing"
+    with pytest.raises(TypeError, match=name):
+        download(url, dest)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="dest"):
+        download(url if isinstance(url, str) else base_url, b"bytes-dest")  # type: ignore[arg-type]

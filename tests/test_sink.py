@@ -507,3 +507,64 @@ def test_a_failed_hash_update_fails_its_entry_only(tmp_path: pathlib.Path) -> No
         sink.handle(file_events("next", big))
     assert tree(tmp_path) == {"next": big}
     assert sink.saved[0].sha256 == hashlib.sha256(big).hexdigest()
+
+
+def test_the_attack_names_are_refused_by_default(tmp_path: pathlib.Path, mode: str) -> None:
+    # 512 one-letter segments: a 1,023-character name, under max_name_length.
+    name = "/".join(["a"] * 511) + "/f"
+    with FileSink(tmp_path) as sink, pytest.raises(LimitExceeded, match="max_depth"):
+        sink.handle(file_events(name, b""))
+    assert tree(tmp_path) == {}
+
+
+def test_folders_are_bounded_and_so_is_the_memory_that_tracks_them(
+    tmp_path: pathlib.Path, mode: str
+) -> None:
+    limits = Limits(max_folders=300)
+    with FileSink(tmp_path, limits=limits) as sink:
+        with pytest.raises(LimitExceeded, match="max_folders") as caught:
+            for index in range(200):
+                segments = [f"e{index}", *(f"s{depth}" for depth in range(40))]
+                sink.handle(file_events("/".join([*segments, "f"]), b""))
+        assert len(sink._dirs) <= limits.max_folders
+    assert caught.value.entry is not None and caught.value.entry.startswith("e7/")
+    assert sum(1 for path in tmp_path.rglob("*") if path.is_dir()) <= limits.max_folders
+
+
+def test_folders_shared_by_entries_count_once(tmp_path: pathlib.Path, mode: str) -> None:
+    with FileSink(tmp_path, limits=Limits(max_folders=2)) as sink:
+        for index in range(50):
+            sink.handle(file_events(f"a/b/f{index}.txt", b"x"))
+        sink.handle(dir_events("a/"))
+        with pytest.raises(LimitExceeded, match="max_folders"):
+            sink.handle(dir_events("c/"))
+    assert len(sink.saved) == 50
+
+
+@pytest.mark.parametrize("policy", ["skip", "error"])
+def test_existing_files_are_kept_when_asked(
+    tmp_path: pathlib.Path, mode: str, policy: _sink.IfExists
+) -> None:
+    (tmp_path / "a.txt").write_bytes(b"old")
+    (tmp_path / "b.txt").write_bytes(b"old")
+    with FileSink(tmp_path, if_exists=policy) as sink:
+        if policy == "error":
+            with pytest.raises(FileExistsError):
+                sink.handle(file_events("a.txt", b"new"))
+        else:
+            sink.handle(file_events("a.txt", b"new"))
+            with pytest.raises(IntegrityError):  # a skipped entry's bytes are still counted
+                sink.handle([EntryStart(name="b.txt"), Data(b"xy"), EntryEnd(name="b.txt", size=1)])
+    assert tree(tmp_path) == {"a.txt": b"old", "b.txt": b"old"}
+    assert sink.saved == []
+    assert temp_files(tmp_path) == []
+
+
+def test_bad_arguments(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(TypeError, match="dest"):
+        FileSink(b"x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="if_exists"):
+        FileSink(tmp_path, if_exists="overwrite")  # type: ignore[arg-type]
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        FileSink(tmp_path / "file")

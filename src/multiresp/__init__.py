@@ -13,6 +13,7 @@ from ._errors import IntegrityError as IntegrityError
 from ._errors import LimitExceeded as LimitExceeded
 from ._errors import MultirespError as MultirespError
 from ._errors import ProtocolError as ProtocolError
+from ._errors import TransferTimeout as TransferTimeout
 from ._errors import UnsafeNameError as UnsafeNameError
 from ._types import Limits as Limits
 from ._types import SavedFile as SavedFile
@@ -36,6 +37,7 @@ __all__ = (
     "MultirespError",
     "ProtocolError",
     "SavedFile",
+    "TransferTimeout",
     "UnsafeNameError",
     "ZipResponse",
     "ZipStreamResponse",

@@ -6,7 +6,8 @@ Every error multiresp raises on purpose derives from one base::
     ├── UnsafeNameError     a name that could escape its directory or is not portable
     ├── LimitExceeded       a Limits bound was crossed                 (HTTP 413)
     ├── IntegrityError      a CRC, size or digest did not match
-    └── ProtocolError       malformed or truncated zip / multipart / HTTP (HTTP 400)
+    ├── ProtocolError       malformed or truncated zip / multipart / HTTP (HTTP 400)
+    └── TransferTimeout     too slow: read timeout, deadline or minimum rate (also a TimeoutError)
 
 These are *peer* mistakes: the bytes, names or sizes that came from the other side (or from a
 source) were wrong. Programmer mistakes, such as reading an entry's data twice or passing an
@@ -49,3 +50,11 @@ class IntegrityError(MultirespError):
 
 class ProtocolError(MultirespError):
     """Malformed or truncated zip, multipart or HTTP exchange."""
+
+
+class TransferTimeout(MultirespError, TimeoutError):
+    """A transfer took too long: no byte within the read timeout, past its deadline, or too slow.
+
+    It is also a :class:`TimeoutError`, so that ``except TimeoutError`` tells it apart from a
+    malformed response.
+    """

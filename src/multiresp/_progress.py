@@ -1,8 +1,11 @@
-"""The terminal progress bar behind ``progress=True``: tqdm when installed, else one plain line.
+"""Progress reports: what a ``progress`` callable receives, how often, and the terminal bar.
 
-Either way the line shows the bytes received (of the total when the response sent its length,
-with a percentage), the rate, the time left when it can be known, the files saved and the entry
-being received, and is rewritten in place on the terminal. ``close`` ends it with a newline.
+:class:`Progress` is what a callable passed as ``progress=`` receives; :class:`Reporter` calls
+it at most every ``PROGRESS_INTERVAL`` seconds, and once at the end. ``progress=True`` draws a
+:class:`TerminalBar`: tqdm when installed, else one plain line. Either way the line shows the
+bytes received (of the total when the response sent its length, with a percentage), the rate,
+the time left when it can be known, the files saved and the entry being received, and is
+rewritten in place on the terminal. ``close`` ends it with a newline.
 """
 
 from __future__ import annotations
@@ -12,10 +15,72 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+PROGRESS_INTERVAL = 0.1  # seconds between two progress reports (the last one always comes)
 MIN_WIDTH = 20  # characters: the plain line is never cut shorter than this
 NAME_WIDTH = 32  # characters of the current entry's name shown (its end, where names differ)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """How far a :func:`~multiresp.client.download` got; what a ``progress`` callable receives.
+
+    Attributes:
+        bytes_done: Body bytes received so far, as sent (before any Content-Encoding is
+            undone); counts from the start of the body across resumed requests.
+        bytes_total: The body's length from ``Content-Length``, or None when not sent.
+        files_done: Files verified and saved so far.
+        current: The name of the entry being received, or None between entries.
+    """
+
+    bytes_done: int
+    bytes_total: int | None
+    files_done: int
+    current: str | None
+
+
+ProgressCallback = Callable[[Progress], object]
+
+
+class Reporter:
+    """Calls the ``progress`` callback at most every ``PROGRESS_INTERVAL``, and at the end.
+
+    Args:
+        progress: None or False (no reports), True (a :class:`TerminalBar`), or a callable.
+
+    Raises:
+        TypeError: ``progress`` is none of these.
+    """
+
+    def __init__(self, progress: ProgressCallback | bool | None) -> None:
+        self._bar: TerminalBar | None = None
+        self._callback: ProgressCallback | None
+        if progress is True:
+            self._bar = TerminalBar()
+            self._callback = self._bar
+        elif progress is None or progress is False:
+            self._callback = None
+        elif callable(progress):
+            self._callback = progress
+        else:
+            raise TypeError(f"progress must be None, True or a callable, not {progress!r}")
+        self._last = -PROGRESS_INTERVAL
+
+    def report(self, make: Callable[[], Progress], *, final: bool = False) -> None:
+        """Call back with ``make()`` if the last report is old enough (always when ``final``)."""
+        if self._callback is None:
+            return
+        now = time.monotonic()
+        if final or now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self._callback(make())
+
+    def close(self) -> None:
+        """End the terminal bar, if one was drawn."""
+        if self._bar is not None:
+            self._bar.close()
 
 
 class _Report(Protocol):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import os
 import pathlib
@@ -41,6 +42,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Literal
 
 from ._entries import ns_from_datetime
 from ._errors import IntegrityError, LimitExceeded, ProtocolError, UnsafeNameError
@@ -57,6 +59,9 @@ DIR_MODE = 0o777  # permission bits of created folders, before the umask
 POSIX_IOV_MAX = 16  # buffers per writev that POSIX guarantees
 HASH_INLINE_MAX = 256 << 10  # bytes: a write this small is hashed on the spot, no thread hop
 HASH_BACKLOG = 2  # writes waiting for the hashing thread (more only churns the heap)
+
+IfExists = Literal["replace", "skip", "error"]
+IF_EXISTS: tuple[IfExists, ...] = ("replace", "skip", "error")
 
 
 def _iov_max() -> int:
@@ -133,6 +138,17 @@ class _OpenDir:
     """A directory entry between its start and its end."""
 
     start: EntryStart
+
+
+@dataclass(slots=True)
+class _Skipped:
+    """A file entry whose name is taken in the destination, under ``if_exists="skip"``.
+
+    Its bytes are counted (and the reader verifies them), but not written.
+    """
+
+    start: EntryStart
+    size: int = 0
 
 
 def _temp_name(final_name: str) -> str:
@@ -242,13 +258,33 @@ class FileSink:
             be a symbolic link: that is the caller's choice. Nothing under it is followed.
         limits: Bounds checked here as a second line behind the readers; ``Limits()`` when
             None.
+        if_exists: What to do with an entry whose file already exists in ``dest`` (from
+            before this transfer): ``"replace"`` it (the default), ``"skip"`` the entry (its
+            bytes are still read and verified, but not written, and it is not listed in
+            :attr:`saved`), or raise ``FileExistsError`` (``"error"``) before writing it.
 
     Attributes:
         saved: The files written so far, in order.
+
+    Raises:
+        TypeError: ``dest`` is not a str or path-like object.
+        ValueError: ``if_exists`` names no policy.
+        NotADirectoryError: ``dest`` exists and is not a folder.
     """
 
-    def __init__(self, dest: str | os.PathLike[str], *, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        limits: Limits | None = None,
+        if_exists: IfExists = "replace",
+    ) -> None:
+        if not isinstance(dest, str | os.PathLike) or isinstance(os.fspath(dest), bytes):
+            raise TypeError(f"dest must be a str or os.PathLike path, not {type(dest).__name__}")
+        if if_exists not in IF_EXISTS:
+            raise ValueError(f"if_exists must be 'replace', 'skip' or 'error', not {if_exists!r}")
         self.limits = limits if limits is not None else Limits()
+        self.if_exists = if_exists
         self.dest = pathlib.Path(dest)
         self.saved: list[SavedFile] = []
         self._entries = 0
@@ -257,8 +293,13 @@ class FileSink:
         self._dirs: set[str] = set()  # folders this transfer uses (explicit or as parents)
         self._explicit_dirs: set[str] = set()  # names of directory entries
         self._placed: set[tuple[int, int]] = set()  # (device, inode) of files renamed in
-        self._current: _OpenFile | _OpenDir | None = None
-        self.dest.mkdir(parents=True, exist_ok=True)
+        self._current: _OpenFile | _OpenDir | _Skipped | None = None
+        try:
+            self.dest.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise NotADirectoryError(
+                errno.ENOTDIR, "the destination exists and is not a folder", str(self.dest)
+            ) from None
         root_fd = (
             os.open(self.dest, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC) if _USE_DIR_FD else None
         )
@@ -327,6 +368,12 @@ class FileSink:
             )
         check_portable(name, max_length=limits.max_name_length)
         parts = tuple(name.rstrip("/").split("/"))
+        if len(parts) > limits.max_depth:
+            raise LimitExceeded(
+                f"entry {name!r} is {len(parts)} levels deep, over the limit of"
+                f" {limits.max_depth} (max_depth)",
+                entry=name,
+            )
         is_dir = event.is_dir or name.endswith("/")
         if event.size is not None and not is_dir:
             self._check_size(name, event.size, "declares")
@@ -336,6 +383,11 @@ class FileSink:
             self._current = _OpenDir(event)
             return
         folder = self._folder(name, parts[:-1])
+        if self.if_exists != "replace" and self._exists(folder, parts[-1]):
+            if self.if_exists == "skip":
+                self._current = _Skipped(event)
+                return
+            self._refuse_existing(name)
         for _ in range(TEMP_NAME_ATTEMPTS):
             temp_name = _temp_name(parts[-1])
             path, dir_fd = folder.ref(temp_name)
@@ -352,6 +404,10 @@ class FileSink:
         """Append ``chunks`` to the current entry, after checking the limits and its size."""
         current = self._current
         count = sum(map(len, chunks))
+        if isinstance(current, _Skipped):
+            self._check_size(current.start.name, current.size + count, "has")
+            current.size += count
+            return
         if not isinstance(current, _OpenFile):
             if count == 0:
                 return
@@ -385,7 +441,12 @@ class FileSink:
         current = self._current
         if current is None or current.start.name != event.name:
             raise RuntimeError(f"entry {event.name!r} ended, but {self.current!r} was open")
-        if isinstance(current, _OpenDir):
+        if isinstance(current, _OpenDir | _Skipped):
+            if isinstance(current, _Skipped) and current.size != event.size:
+                raise IntegrityError(
+                    f"entry {event.name!r}: {current.size} bytes read, {event.size} expected",
+                    entry=event.name,
+                )
             self._current, self._made = None, []
             return None
         name = event.name
@@ -412,6 +473,8 @@ class FileSink:
         st = os.fstat(current.fd)
         final_path, dir_fd = folder.ref(current.final_name)
         self._check_target(name, final_path, dir_fd)
+        if self.if_exists != "replace" and self._exists(folder, current.final_name):
+            self._refuse_existing(name)  # it appeared while the entry was written
         os.close(current.fd)
         current.fd = -1
         temp_path, _ = folder.ref(current.temp_name)
@@ -496,17 +559,26 @@ class FileSink:
                 f"entry {name!r} clashes with the folder {key + '/'!r} of this transfer",
                 entry=name,
             )
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
+        folders = ["/".join(parts[:depth]) for depth in range(1, len(parts))]
+        for parent in folders:
             if parent in self._files:
                 raise UnsafeNameError(
                     f"entry {name!r} needs the folder {parent + '/'!r}, but {parent!r} is a"
                     " file of this transfer",
                     entry=name,
                 )
-            self._dirs.add(parent)
         if is_dir:
-            self._dirs.add(key)
+            folders.append(key)
+        new = [folder for folder in folders if folder not in self._dirs]
+        limit = self.limits.max_folders
+        if len(self._dirs) + len(new) > limit:
+            raise LimitExceeded(
+                f"entry {name!r} needs {len(new)} more folders, bringing the transfer over the"
+                f" limit of {limit} folders (max_folders)",
+                entry=name,
+            )
+        self._dirs.update(new)  # bounded by max_folders
+        if is_dir:
             self._explicit_dirs.add(key)
         else:
             self._files.add(key)
@@ -561,6 +633,22 @@ class FileSink:
                 entry=name,
             ) from exc
         return _Folder(child, fd)
+
+    @staticmethod
+    def _exists(folder: _Folder, name: str) -> bool:
+        path, dir_fd = folder.ref(name)
+        try:
+            os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def _refuse_existing(self, name: str) -> None:
+        raise FileExistsError(
+            errno.EEXIST,
+            f"entry {name!r} is already in the destination (if_exists='error')",
+            str(self.dest.joinpath(*name.split("/"))),
+        )
 
     def _check_target(self, name: str, path: str, dir_fd: int | None) -> None:
         """Refuse to rename over a folder, or over a file this transfer already placed.

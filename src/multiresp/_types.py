@@ -10,8 +10,10 @@ from dataclasses import dataclass
 class Limits:
     """Bounds enforced while receiving files (client downloads and server uploads).
 
-    The defaults protect a caller who passes nothing: at most 10,000 files, names of at most
-    1,024 characters, and no entry that inflates more than 200 times its compressed size.
+    The defaults protect a caller who passes nothing: at most 10,000 files and 10,000 folders,
+    names of at most 1,024 characters and 64 levels, no entry that inflates more than 200 times
+    its compressed size, and no transfer whose content is more than 200 times the bytes that
+    came over the wire (past its first MiB), whatever Content-Encoding stands between them.
 
     Attributes:
         max_files: Most entries (files and directories) accepted.
@@ -19,6 +21,13 @@ class Limits:
         max_total_size: Largest sum of entry sizes in bytes, or None for no bound.
         max_compression_ratio: Largest ratio of inflated to compressed bytes for one entry.
         max_name_length: Longest entry name, in characters.
+        max_total_ratio: Largest ratio of content bytes (after every decoding layer:
+            Content-Encoding, then the entries' own compression) to body bytes received as
+            sent, over the whole transfer; enforced once the content passes 1 MiB. None for no
+            bound.
+        max_folders: Most folders one transfer may create or use under the destination
+            (directory entries and the parents of every entry).
+        max_depth: Most ``/``-separated segments in an entry name (``a/b/c.txt`` has 3).
     """
 
     max_files: int = 10_000
@@ -26,6 +35,9 @@ class Limits:
     max_total_size: int | None = None
     max_compression_ratio: float = 200
     max_name_length: int = 1024
+    max_total_ratio: float | None = 200
+    max_folders: int = 10_000
+    max_depth: int = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,314 @@
+"""What one download decides, without doing I/O: requests, responses, resuming, progress.
+
+The loops in :func:`~multiresp.client.download` / :func:`~multiresp.client.adownload` ask a
+:class:`Transfer` for each request's arguments, show it each response (:meth:`Transfer.open`)
+and each raw piece of the body (:meth:`Transfer.feed`, which yields batches of events for the
+file writer), tell it when the connection was lost (:meth:`Transfer.dropped`, which says how
+long to wait before resuming, or raises), and report progress through it. The body itself goes
+through the httpx-free :class:`~multiresp._decoding.BodyDecoder`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+import httpx
+
+from ._decoding import Batcher, BodyDecoder, Format, check_format, inflater_for
+from ._errors import ProtocolError, TransferTimeout
+from ._events import Event
+from ._progress import Progress, ProgressCallback, Reporter
+from ._types import Limits
+
+MAX_RESUME_ATTEMPTS = 3  # resume attempts in a row that bring no new byte before giving up
+RESUME_BACKOFF = 0.25  # seconds before the first resume attempt; doubles for each further one
+RATE_WINDOW = 5.0  # seconds over which min_rate is measured
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.ASCII)
+
+
+def _content_length(headers: httpx.Headers) -> int | None:
+    value = headers.get("content-length", "")
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
+class Transfer:
+    """The state of one download across the responses it takes (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: httpx.URL | str,
+        *,
+        method: str,
+        limits: Limits | None,
+        resume: bool,
+        progress: ProgressCallback | bool | None,
+        format: Format | None = None,
+        deadline: float | None = None,
+        min_rate: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(url, str | httpx.URL):
+            raise TypeError(f"url must be a str or an httpx.URL, not {type(url).__name__}")
+        check_format(format)
+        for option, value in (("deadline", deadline), ("min_rate", min_rate)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{option} must be None or a positive number, not {value!r}")
+        self.url = url
+        self.method = method.upper()
+        self.limits = limits if limits is not None else Limits()
+        self.resume = resume
+        self.format = format
+        self.deadline = deadline
+        self.min_rate = min_rate
+        self._clock = clock
+        self._started = clock()
+        self._window = (self._started, 0)  # (time, bytes received) where the rate window began
+        self.reporter = Reporter(progress)
+        self.batcher: Batcher | None = None
+        self.total: int | None = None  # Content-Length of the first response
+        self.etag: str | None = None  # its strong ETag
+        self.resumable = False
+        self._attempts = 0  # resume attempts since the last one that brought bytes
+        self._received_at_drop = -1
+
+    @property
+    def decoder(self) -> BodyDecoder | None:
+        """The body's decoder, once the first response was opened."""
+        return self.batcher.decoder if self.batcher is not None else None
+
+    def request_kwargs(
+        self, kwargs: dict[str, Any], timeout: httpx.Timeout | None = None
+    ) -> dict[str, Any]:
+        """The arguments of the next request: the caller's, plus encoding and range headers.
+
+        With a ``deadline`` or a ``min_rate``, the timeouts (the caller's, else the client's
+        ``timeout``) are cut so that a silent server is noticed in time.
+
+        Raises:
+            TransferTimeout: the deadline already passed.
+        """
+        headers = httpx.Headers(kwargs.get("headers"))
+        headers.setdefault("accept-encoding", "identity")
+        decoder = self.decoder
+        if decoder is not None and self.etag is not None:
+            headers["range"] = f"bytes={decoder.received}-"
+            headers["if-range"] = self.etag
+        out = {**kwargs, "headers": headers}
+        bound = self._wait_bound()
+        if bound is not None:
+            base = httpx.Timeout(kwargs["timeout"]) if "timeout" in kwargs else timeout
+            base = base if base is not None else httpx.Timeout(None)
+
+            def cut(value: float | None) -> float:
+                return bound if value is None else min(value, bound)
+
+            out["timeout"] = httpx.Timeout(
+                connect=cut(base.connect), read=cut(base.read), write=base.write, pool=base.pool
+            )
+        return out
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline, or None without one.
+
+        Raises:
+            TransferTimeout: the deadline passed.
+        """
+        if self.deadline is None:
+            return None
+        left = self.deadline - (self._clock() - self._started)
+        if left <= 0:
+            self._timed_out(f"took longer than its deadline of {self.deadline:g} s")
+        return left
+
+    def _wait_bound(self) -> float | None:
+        """The longest a single wait for the server may last, or None for no bound."""
+        bounds = [RATE_WINDOW] if self.min_rate is not None else []
+        remaining = self.remaining()
+        if remaining is not None:
+            bounds.append(remaining)
+        return min(bounds) if bounds else None
+
+    def check_time(self) -> None:
+        """Hold the transfer to its ``deadline`` and ``min_rate``.
+
+        Raises:
+            TransferTimeout: the deadline passed, or fewer than ``min_rate`` bytes a second
+                arrived over the last ``RATE_WINDOW`` seconds.
+        """
+        self.remaining()
+        if self.min_rate is None:
+            return
+        now = self._clock()
+        since, before = self._window
+        elapsed = now - since
+        if elapsed < RATE_WINDOW:
+            return
+        received = self.decoder.received if self.decoder is not None else 0
+        rate = (received - before) / elapsed
+        if rate < self.min_rate:
+            self._timed_out(
+                f"received {rate:.0f} bytes/s over the last {elapsed:.1f} s, under its minimum"
+                f" rate of {self.min_rate:g} bytes/s (min_rate)"
+            )
+        self._window = (now, received)
+
+    def past_deadline(self, cause: BaseException) -> NoReturn:
+        """The deadline cancelled a wait for the server.
+
+        Raises:
+            TransferTimeout: always.
+        """
+        self._timed_out(f"took longer than its deadline of {self.deadline:g} s", cause)
+
+    def _timed_out(self, problem: str, cause: BaseException | None = None) -> NoReturn:
+        decoder = self.decoder
+        where = f" {decoder.where()}, after {decoder.received} bytes" if decoder else ""
+        raise TransferTimeout(
+            f"the transfer from {self.url} timed out{where}: it {problem}",
+            entry=decoder.current if decoder else None,
+        ) from cause
+
+    def open(self, response: httpx.Response) -> None:
+        """Check a response before its body is read: the first one, or one that resumes.
+
+        Raises:
+            httpx.HTTPStatusError: the first response has an error status.
+            ProtocolError: the content type cannot be unpacked, or a resumed response does not
+                continue the body where it broke off.
+        """
+        if self.batcher is not None:
+            self._check_resumed(response)
+            return
+        response.raise_for_status()
+        headers = response.headers
+        decoder = BodyDecoder(
+            headers.get("content-type", ""),
+            limits=self.limits,
+            content_encoding=headers.get("content-encoding"),
+            format=self.format,
+        )
+        self.batcher = Batcher(decoder)
+        self.total = _content_length(headers)
+        etag = headers.get("etag")
+        self.etag = etag if etag and not etag.startswith("W/") else None
+        ranges = {token.strip().lower() for token in headers.get("accept-ranges", "").split(",")}
+        self.resumable = (
+            self.resume
+            and self.method == "GET"
+            and self.etag is not None
+            and "bytes" in ranges
+            and decoder.inflater is None
+        )
+
+    def _check_resumed(self, response: httpx.Response) -> None:
+        decoder = self._decoder()
+        where = f"resuming {self.url} at byte {decoder.received}, {decoder.where()}"
+
+        def refuse(problem: str) -> ProtocolError:
+            return ProtocolError(f"{where}: {problem}", entry=decoder.current)
+
+        if response.status_code != httpx.codes.PARTIAL_CONTENT:
+            changed = (
+                " (the resource changed, or the server ignores Range)"
+                if response.status_code == httpx.codes.OK
+                else ""
+            )
+            raise refuse(f"the server answered {response.status_code}{changed}, not 206")
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        if match is None:
+            raise refuse(f"Content-Range {response.headers.get('content-range')!r} is unusable")
+        start, end, total = match.groups()
+        expected_total = str(self.total) if self.total is not None else total
+        if int(start) != decoder.received or total != expected_total:
+            raise refuse(f"the server sent {match.group(0)!r}")
+        if total != "*" and int(end) != int(total) - 1:
+            raise refuse(f"the server sent {match.group(0)!r}, not the rest of the body")
+        etag = response.headers.get("etag")
+        if etag != self.etag:  # without it, the rest may come from another version
+            said = f"changed to {etag}" if etag is not None else "is missing from the 206"
+            raise refuse(f"the ETag {self.etag} {said}: the rest may be of another version")
+        if inflater_for(response.headers.get("content-encoding")) is not None:
+            raise refuse("the rest came with a Content-Encoding")
+
+    def _decoder(self) -> BodyDecoder:
+        decoder = self.decoder
+        if decoder is None:  # pragma: no cover - open() always comes first
+            raise RuntimeError("no response was opened")
+        return decoder
+
+    def _batcher(self) -> Batcher:
+        if self.batcher is None:  # pragma: no cover - open() always comes first
+            raise RuntimeError("no response was opened")
+        return self.batcher
+
+    def feed(self, raw: bytes) -> Iterator[list[Event]]:
+        """Take a piece of the body (``b""`` at its end) and yield batches of events to write.
+
+        Raises:
+            TransferTimeout: past the deadline, or under the minimum rate.
+        """
+        yield from self._batcher().feed(raw)
+        self.check_time()
+
+    def finish(self) -> Iterator[list[Event]]:
+        """The body ended: yield the last events (through ``End``)."""
+        return self._batcher().finish()
+
+    def pending(self) -> list[Event]:
+        """Take the events gathered so far (none before the first response)."""
+        return self.batcher.pending() if self.batcher is not None else []
+
+    def dropped(self, exc: httpx.TransportError) -> float:
+        """The connection failed: the seconds to wait before asking for the rest.
+
+        Raises:
+            httpx.TransportError: ``exc`` itself, when no response had arrived yet.
+            TransferTimeout: the deadline passed, the rate fell under ``min_rate``, or the
+                server went silent (a read timeout) and the body cannot be resumed.
+            ProtocolError: the body cannot be resumed, or attempts ran out; it names the entry
+                in progress.
+        """
+        self.check_time()
+        decoder = self.decoder
+        if decoder is None:
+            raise exc
+        if decoder.received > self._received_at_drop:
+            self._attempts = 0
+        self._received_at_drop = decoder.received
+        self._attempts += 1
+        if not self.resumable:
+            reason = (
+                "the response cannot be resumed (that needs a GET, a strong ETag, Accept-Ranges:"
+                " bytes and no Content-Encoding; resume=False turns it off)"
+            )
+        elif self._attempts > MAX_RESUME_ATTEMPTS:
+            reason = f"gave up after {MAX_RESUME_ATTEMPTS} attempts to resume"
+        else:
+            return float(RESUME_BACKOFF * 2 ** (self._attempts - 1))
+        total = self.total if self.total is not None else "?"
+        if isinstance(exc, httpx.TimeoutException):
+            self._timed_out(f"got no byte within the read timeout ({exc}); {reason}", exc)
+        raise ProtocolError(
+            f"connection to {self.url} lost {decoder.where()}, after {decoder.received} of"
+            f" {total} bytes ({type(exc).__name__}: {exc}); {reason}",
+            entry=decoder.current,
+        ) from exc
+
+    def report(self, files_done: int, *, final: bool = False) -> None:
+        """Tell the ``progress`` callback how far the transfer is (throttled)."""
+        decoder = self.decoder
+        if decoder is None:
+            return
+        self.reporter.report(
+            lambda: Progress(
+                bytes_done=decoder.received,
+                bytes_total=self.total,
+                files_done=files_done,
+                current=None if final else decoder.current,
+            ),
+            final=final,
+        )
