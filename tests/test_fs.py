@@ -244,3 +244,14 @@ def _fresh_cache() -> Iterator[None]:
     _pump.crc_cache = _pump._CrcCache()
     yield
     _pump.crc_cache = saved
+
+
+def test_a_file_or_folder_gone_is_an_integrity_error(opener: str, root: pathlib.Path) -> None:
+    entries = by_name(walk(root))
+    (root / "a.txt").unlink()
+    shutil.rmtree(root / "sub")
+    (root / "sub").write_bytes(b"a file where the folder was")
+    for name, rule in (("a.txt", "existence check"), ("sub/b.txt", "beneath-root rule")):
+        with pytest.raises(IntegrityError, match=rule) as caught:
+            read(entries[name])
+        assert caught.value.entry == name

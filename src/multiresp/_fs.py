@@ -71,7 +71,10 @@ FILE_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | _O_NONBLOCK | _O_CLOEXEC
 _SEGMENT_FLAGS = _O_SEARCH | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
 _ROOT_FLAGS = _O_SEARCH | _O_DIRECTORY | _O_CLOEXEC
 _DIR_FD = os.open in os.supports_dir_fd
-_LINK_ERRORS = frozenset({errno.ELOOP, errno.EXDEV, errno.ENOTDIR, errno.EMLINK})
+# What opening a listed path says when the tree changed under it: a link on the way (ELOOP;
+# EMLINK on FreeBSD; EXDEV from openat2), a folder on the way now a link or a file (ENOTDIR,
+# from O_DIRECTORY | O_NOFOLLOW), or the file gone.
+_LINK_ERRORS = frozenset({errno.ELOOP, errno.EXDEV, errno.EMLINK, errno.ENOTDIR})
 
 
 class _OpenHow(ctypes.Structure):
@@ -262,8 +265,11 @@ def open_source(source: PathSource, entry: str) -> int:
             raise changed(
                 source,
                 entry,
-                f"now leads through a symbolic link or out of {root.path} (beneath-root rule)",
+                f"now leads through a symbolic link, a file where a folder was, or out of "
+                f"{root.path} (beneath-root rule)",
             ) from None
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise changed(source, entry, "is gone since it was listed (existence check)") from None
         raise
     try:
         check(source, entry, os.fstat(fd))
