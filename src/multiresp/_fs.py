@@ -99,7 +99,17 @@ def _load_openat2() -> Any:
     return syscall
 
 
-_syscall = _load_openat2()
+_syscall: Any = None  # libc's syscall(), loaded at the first open beneath a root
+_probed = False
+
+
+def _openat2_function() -> Any:
+    global _syscall, _probed
+    if not _probed:
+        _syscall, _probed = _load_openat2(), True
+    return _syscall
+
+
 _HOW = _OpenHow(FILE_FLAGS | _O_NOFOLLOW, 0, _RESOLVE)  # read-only for the kernel: shared
 _HOW_ADDRESS = ctypes.addressof(_HOW)
 _HOW_SIZE = ctypes.sizeof(_HOW)
@@ -107,7 +117,7 @@ _HOW_SIZE = ctypes.sizeof(_HOW)
 
 def openat2_available() -> bool:
     """True while openat2 is used (the kernel has it and :data:`USE_OPENAT2` is set)."""
-    return USE_OPENAT2 and _syscall is not None
+    return USE_OPENAT2 and _openat2_function() is not None
 
 
 def _openat2(path: str) -> int:
@@ -252,7 +262,7 @@ def open_source(source: PathSource, entry: str) -> int:
             fd = os.open(os.path.join(root.path, source.relative), FILE_FLAGS)
         else:
             fd = -1
-            if USE_OPENAT2 and _syscall is not None:
+            if USE_OPENAT2 and _openat2_function() is not None:
                 fd = _openat2(f"{root.path.rstrip(os.sep)}/{source.relative}")
             if fd < 0:
                 dir_fd = _open_root(root, entry)
