@@ -3,7 +3,8 @@
 An :class:`Entry` is a name plus metadata plus a *source* that can produce its bytes. Sources
 come in four kinds; the responses read them in large blocks off the event loop:
 
-- :class:`PathSource` - a file on disk; re-readable, identified by size and mtime;
+- :class:`PathSource` - a file on disk; re-readable, identified by device and inode, unchanged
+  while its size, mtime and ctime are (see ``_fs``: opened beneath its walk's root);
 - :class:`BytesSource` - bytes in memory; re-readable;
 - :class:`IterSource` - a synchronous iterable of chunks; read once;
 - :class:`AsyncIterSource` - an asynchronous iterable of chunks; read once.
@@ -17,27 +18,20 @@ import datetime as dt
 import functools
 import mimetypes
 import os
-import pathlib
 import stat
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 
+from ._fs import PathSource as PathSource
+from ._fs import Root, scan
 from ._names import check_name
 
 _SEPARATORS = os.sep + (os.altsep or "")
 DIRECTORY_MEDIA_TYPE = "inode/directory"
 DEFAULT_MEDIA_TYPE = "application/octet-stream"
-
-
-@dataclass(frozen=True, slots=True)
-class PathSource:
-    """A regular file, with the stat fields that say whether it changed since."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    inode: int
-    device: int
+PERMISSION_BITS = 0o777  # what an entry's mode keeps: never setuid, setgid or sticky
+FILE_MODE = 0o644  # rw-r--r--: the mode of an entry made from bytes or an iterable
+DIRECTORY_MODE = 0o755  # rwxr-xr-x: the mode of a directory entry not made from a folder
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,16 +92,31 @@ def _aware(mtime: dt.datetime | None) -> dt.datetime | None:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_MIN_DATETIME = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+_MAX_DATETIME = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
 
 
 def _mtime_from_ns(mtime_ns: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=mtime_ns // 1000)
+    """The datetime of an mtime, clamped to what ``datetime`` holds (years 1 to 9999): a
+    file dated in year 11476 gets 9999-12-31 23:59:59.999999 UTC, and its source keeps the
+    exact nanoseconds. A zip holds less still (DOS dates 1980-2107, its extended timestamp
+    1901-2038); the writer clamps to those."""
+    micro = mtime_ns // 1000
+    if micro < _MIN_MICRO:
+        return _MIN_DATETIME
+    if micro > _MAX_MICRO:
+        return _MAX_DATETIME
+    return _EPOCH + dt.timedelta(microseconds=micro)
 
 
 def ns_from_datetime(moment: dt.datetime) -> int:
     """Nanoseconds since the epoch of a timezone-aware datetime (exact, no float)."""
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+_MIN_MICRO = ns_from_datetime(_MIN_DATETIME) // 1000
+_MAX_MICRO = ns_from_datetime(_MAX_DATETIME) // 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +130,14 @@ class Entry:
         name: Relative POSIX path inside the archive, or the part's filename. A trailing ``/``
             marks a directory entry.
         size: Size in bytes, or None when unknown.
-        mtime: Timezone-aware modification time, or None.
+        mtime: Timezone-aware modification time, or None. A zip entry without one is dated
+            1980-01-01 00:00 UTC (the first date a zip can hold) and carries no extended
+            timestamp: a fixed date, never the clock, so that the same entries give the same
+            bytes and the same ``ETag`` in every request and on every replica.
         media_type: Media type, guessed from the name when not given.
+        mode: Permission bits (``0o000``-``0o777``; never setuid, setgid or sticky), written
+            to the zip's external attributes: a file's own for :meth:`from_path`, else
+            ``0o644`` for a file and ``0o755`` for a directory.
     """
 
     name: str
@@ -130,6 +145,7 @@ class Entry:
     mtime: dt.datetime | None
     media_type: str
     source: Source = field(repr=False, compare=False)
+    mode: int = FILE_MODE
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -137,6 +153,11 @@ class Entry:
             raise ValueError(f"entry {self.name!r}: size must be >= 0, not {self.size}")
         if self.is_dir and self.size not in (0, None):
             raise ValueError(f"directory entry {self.name!r} cannot have a size")
+        if not isinstance(self.mode, int) or self.mode & ~PERMISSION_BITS or self.mode < 0:
+            raise ValueError(
+                f"entry {self.name!r}: mode must be permission bits (0o000-0o777), "
+                f"not {self.mode!r}"
+            )
 
     @property
     def is_dir(self) -> bool:
@@ -145,11 +166,13 @@ class Entry:
 
     @property
     def mtime_ns(self) -> int | None:
-        """The modification time in nanoseconds since the epoch, as precise as known."""
-        if isinstance(self.source, PathSource):
-            return self.source.mtime_ns
+        """The modification time in nanoseconds since the epoch, as precise as known (a
+        file's own mtime to the nanosecond, even beyond what ``datetime`` holds)."""
         if self.mtime is None:
             return None
+        source = self.source
+        if isinstance(source, PathSource) and self.mtime == _mtime_from_ns(source.mtime_ns):
+            return source.mtime_ns
         return ns_from_datetime(self.mtime)
 
     @property
@@ -164,43 +187,57 @@ class Entry:
         name: str | None = None,
         *,
         media_type: str | None = None,
+        mtime: dt.datetime | None = None,
     ) -> Entry:
-        """An entry for a file on disk; its size and mtime come from ``stat``.
+        """An entry for a file on disk; its size, mtime and mode come from ``stat``.
 
         A directory gives a directory entry (an empty folder in the archive); to send a
         folder's content, use :func:`walk` or pass the folder's path to a response.
+
+        The file is read by the path given, as the application named it (links followed),
+        not beneath a folder as :func:`walk`'s files are. It is opened without blocking and
+        must still be the same regular file (device and inode) with the same size, mtime and
+        ctime as when the entry was built, else the response aborts with an
+        :class:`~multiresp.IntegrityError` naming the entry.
 
         Args:
             path: The file.
             name: The name in the archive; defaults to the file's basename.
             media_type: Defaults to a guess from the name.
+            mtime: A timezone-aware datetime to send instead of the file's mtime (the file's
+                own mtime still tells whether it changed before it is read).
 
         Raises:
             UnsafeNameError: the name is not a safe relative path.
+            ValueError: ``mtime`` is a naive datetime.
             OSError: the file cannot be stat'ed, or is neither a regular file nor a directory.
         """
         path = os.fspath(path)
-        return cls._from_stat(path, os.stat(path), name, media_type)
+        return cls._from_stat(path, os.stat(path), name, media_type, mtime=_aware(mtime))
 
     @classmethod
     def _from_stat(
-        cls, path: str, st: os.stat_result, name: str | None, media_type: str | None
+        cls,
+        path: str,
+        st: os.stat_result,
+        name: str | None,
+        media_type: str | None,
+        root: Root | None = None,
+        relative: str = "",
+        mtime: dt.datetime | None = None,
     ) -> Entry:
         if name is None:
             name = os.path.basename(path.rstrip(_SEPARATORS))
+        mode = st.st_mode & PERMISSION_BITS
+        if mtime is None:
+            mtime = _mtime_from_ns(st.st_mtime_ns)
         if stat.S_ISDIR(st.st_mode):
             name = name if name.endswith("/") else name + "/"
-            return cls(name, 0, _mtime_from_ns(st.st_mtime_ns), DIRECTORY_MEDIA_TYPE, None)
+            return cls(name, 0, mtime, DIRECTORY_MEDIA_TYPE, None, mode)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(f"{path}: not a regular file")
-        source = PathSource(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
-        return cls(
-            name,
-            st.st_size,
-            _mtime_from_ns(st.st_mtime_ns),
-            media_type or _guess_media_type(name),
-            source,
-        )
+        source = PathSource.from_stat(path, st, root, relative)
+        return cls(name, st.st_size, mtime, media_type or _guess_media_type(name), source, mode)
 
     @classmethod
     def from_bytes(
@@ -228,6 +265,7 @@ class Entry:
             _aware(mtime),
             media_type or _guess_media_type(name),
             BytesSource(data) if not name.endswith("/") else None,
+            DIRECTORY_MODE if name.endswith("/") else FILE_MODE,
         )
 
     @classmethod
@@ -265,12 +303,18 @@ class Entry:
 
 
 def entries_for_path(path: str | os.PathLike[str]) -> list[Entry]:
-    """What a plain path means where entries are expected: a file's entry, or a folder's
-    content under the folder's own name (``walk(folder, prefix=its name)``)."""
+    """What a plain path means where entries are expected, as ``zip -r`` has it.
+
+    A file gives its entry (:meth:`Entry.from_path`). A folder gives its content under the
+    folder's own name (``photos`` gives ``photos/a.jpg``), an empty folder the directory entry
+    ``photos/``; a path whose last segment is ``.`` or ``..`` (or ``/``) gives the content
+    with no folder name in front, as ``zip -r out.zip .`` does.
+    """
     path = os.fspath(path)
     st = os.stat(path)
     if stat.S_ISDIR(st.st_mode):
-        return walk(path, prefix=os.path.basename(path.rstrip(_SEPARATORS)))
+        name = os.path.basename(path.rstrip(_SEPARATORS))
+        return walk(path, prefix="" if name in ("", ".", "..") else name)
     return [Entry._from_stat(path, st, None, None)]
 
 
@@ -281,49 +325,75 @@ def _join(prefix: str, relative: str) -> str:
 def walk(root: str | os.PathLike[str], *, prefix: str = "") -> list[Entry]:
     """Entries for every file and every empty directory under ``root``, sorted by name.
 
-    Names are relative to ``root`` (under ``prefix`` when given). Symbolic links are followed
-    only when they resolve to a regular file inside ``root``; directory links are not entered,
-    and special files (sockets, FIFOs, devices) are skipped, so nothing outside ``root`` is
-    ever included. Each file is stat'ed once.
+    Names are relative to ``root`` (under ``prefix`` when given). Nothing outside ``root`` is
+    ever included, at listing time or later, when the files are read:
+
+    - a symbolic link is kept only when it resolves to a regular file inside ``root`` (the
+      entry then reads the link's target, by its path inside ``root``);
+    - directory links are not entered, and links that lead out of ``root`` or nowhere are
+      skipped;
+    - FIFOs, sockets and devices are skipped.
+
+    Each file's entry records ``root`` and its path beneath it, its device and inode: when
+    it is read, it is opened beneath ``root`` with no symbolic link followed, and refused
+    (the response aborts with :class:`~multiresp.IntegrityError`) unless it is still that
+    regular file with the same size, mtime and ctime. A file dated beyond what ``datetime``
+    holds gets the nearest datetime (its source keeps the exact nanoseconds). Any depth of
+    folders works (no recursion). Each file is stat'ed once.
 
     Args:
         root: The folder.
         prefix: A relative path to put in front of every name (``"photos"`` gives
-            ``"photos/a.jpg"``).
+            ``"photos/a.jpg"``). An empty ``root`` then gives the directory entry
+            ``"photos/"``; without a prefix it gives no entry.
 
     Raises:
         NotADirectoryError: ``root`` is not a folder.
         UnsafeNameError: ``prefix`` is not a safe relative path.
     """
-    root = pathlib.Path(root)
+    top = os.fspath(root)
     if prefix:
         check_name(prefix)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root}: not a directory")
+    if not os.path.isdir(top):
+        raise NotADirectoryError(f"{top}: not a directory")
+    real_root = os.path.realpath(top)
+    root_stat = os.stat(real_root)
+    base = Root(real_root, root_stat.st_dev, root_stat.st_ino)
     entries: list[Entry] = []
-    _scan(os.fspath(root), "", os.path.realpath(root), prefix, entries)
+    for directory, relative, items in scan(real_root):
+        kept = 0
+        for item in items:
+            name = _join(prefix, relative + item.name)
+            if item.is_dir(follow_symlinks=False):
+                kept += 1
+            elif item.is_symlink():
+                entry = _linked_file(item.path, name, base)
+                if entry is not None:
+                    entries.append(entry)
+                    kept += 1
+            elif item.is_file(follow_symlinks=False):
+                st = item.stat(follow_symlinks=False)
+                entries.append(
+                    Entry._from_stat(item.path, st, name, None, base, relative + item.name)
+                )
+                kept += 1
+        if not kept and (relative or prefix):
+            st = os.stat(directory)
+            entries.append(Entry._from_stat(directory, st, _join(prefix, relative), None))
     entries.sort(key=lambda e: e.name)
     return entries
 
 
-def _scan(directory: str, relative: str, real_root: str, prefix: str, out: list[Entry]) -> None:
-    kept = 0
-    with os.scandir(directory) as items:
-        for item in items:
-            name = _join(prefix, relative + item.name)
-            if item.is_symlink():
-                target = os.path.realpath(item.path)
-                inside = os.path.commonpath([real_root, target]) == real_root
-                if inside and os.path.isfile(target):
-                    out.append(Entry._from_stat(item.path, os.stat(item.path), name, None))
-                    kept += 1
-            elif item.is_dir(follow_symlinks=False):
-                _scan(item.path, relative + item.name + "/", real_root, prefix, out)
-                kept += 1
-            elif item.is_file(follow_symlinks=False):
-                out.append(
-                    Entry._from_stat(item.path, item.stat(follow_symlinks=False), name, None)
-                )
-                kept += 1
-    if relative and not kept:
-        out.append(Entry._from_stat(directory, os.stat(directory), _join(prefix, relative), None))
+def _linked_file(link: str, name: str, root: Root) -> Entry | None:
+    """The entry for a link to a regular file inside ``root``, read by the target's path."""
+    target = os.path.realpath(link)
+    if os.path.commonpath([root.path, target]) != root.path or target == root.path:
+        return None
+    try:
+        st = os.stat(target)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    relative = os.path.relpath(target, root.path).replace(os.sep, "/")
+    return Entry._from_stat(target, st, name, None, root, relative)

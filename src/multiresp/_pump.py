@@ -38,6 +38,7 @@ from typing import BinaryIO, Protocol
 import anyio
 import anyio.to_thread
 
+from . import _fs
 from ._entries import AsyncIterSource, BytesSource, Entry, IterSource, PathSource
 from ._errors import IntegrityError, UnsafeNameError
 from ._zipformat import crc32
@@ -92,15 +93,13 @@ class _CrcCache:
     """A small, thread-safe LRU of file CRCs keyed by what says the file is unchanged."""
 
     def __init__(self, capacity: int = CRC_CACHE_ENTRIES) -> None:
-        self._items: collections.OrderedDict[tuple[int, int, int, int], int] = (
-            collections.OrderedDict()
-        )
+        self._items: collections.OrderedDict[tuple[int, ...], int] = collections.OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
 
     @staticmethod
-    def key(source: PathSource) -> tuple[int, int, int, int]:
-        return (source.device, source.inode, source.size, source.mtime_ns)
+    def key(source: PathSource) -> tuple[int, ...]:
+        return source.key
 
     def get(self, source: PathSource) -> int | None:
         with self._lock:
@@ -121,23 +120,17 @@ crc_cache = _CrcCache()
 
 
 def _changed(entry: Entry, source: PathSource) -> IntegrityError:
-    return IntegrityError(
-        f"entry {entry.name!r}: {source.path} changed since its size and mtime were taken "
-        f"(size/mtime check)",
-        entry=entry.name,
-    )
+    return _fs.changed(source, entry.name, "changed while it was read (size check)")
 
 
 def _check_unchanged(entry: Entry, source: PathSource, f: BinaryIO) -> None:
-    st = os.fstat(f.fileno())
-    if st.st_size != source.size or st.st_mtime_ns != source.mtime_ns:
-        raise _changed(entry, source)
+    _fs.check(source, entry.name, os.fstat(f.fileno()))
 
 
 def _small_file(entry: Entry, source: PathSource) -> bytes:
     """A whole small file in one read, checked against its entry: the per-file hot path
-    (plain descriptors, no file object; one stat, after the read)."""
-    fd = os.open(source.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    (plain descriptors, no file object; one stat before the read, one after)."""
+    fd = _fs.open_source(source, entry.name)
     try:
         data = os.read(fd, source.size + 1)  # one byte more shows a file that grew
         while len(data) < source.size:
@@ -148,7 +141,8 @@ def _small_file(entry: Entry, source: PathSource) -> bytes:
         st = os.fstat(fd)
     finally:
         os.close(fd)
-    if len(data) != source.size or st.st_size != source.size or st.st_mtime_ns != source.mtime_ns:
+    _fs.check(source, entry.name, st)
+    if len(data) != source.size:
         raise _changed(entry, source)
     return data
 
@@ -256,9 +250,8 @@ class _BlockingWork:
             return [self.encoder.start(entry, crc, data), self.encoder.write(data),
                     self.encoder.end()]  # fmt: skip
         encoder = self.encoder
-        f: BinaryIO = open(source.path, "rb", buffering=0)
+        f: BinaryIO = open(_fs.open_source(source, entry.name), "rb", buffering=0)
         try:
-            _check_unchanged(entry, source, f)
             crc = None
             ahead = self._ahead.pop(id(entry), None)
             stored = encoder.crc_ahead(entry)  # stored whatever its bytes: its CRC leads
@@ -341,8 +334,7 @@ def _crc_of(pieces: list[bytes], crc: int) -> int:
 
 def _path_crc(entry: Entry, source: PathSource, stop: threading.Event) -> int:
     """The CRC-32 of a whole file, checked against its entry's size and mtime; cached."""
-    with open(source.path, "rb", buffering=0) as f:
-        _check_unchanged(entry, source, f)
+    with open(_fs.open_source(source, entry.name), "rb", buffering=0) as f:
         crc = file_crc_from(f, source.size, 0, stop)
         if stop.is_set():
             raise RuntimeError("cancelled")

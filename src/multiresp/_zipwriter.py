@@ -64,6 +64,10 @@ VERSION_MADE_BY = (3 << 8) | VERSION_ZIP64  # Unix, spec 4.5: external attribute
 
 FILE_ATTRIBUTES = 0o100644 << 16  # regular file, rw-r--r--
 DIR_ATTRIBUTES = (0o40755 << 16) | 0x10  # directory, rwxr-xr-x, plus the MS-DOS directory bit
+MSDOS_DIRECTORY = 0x10  # the low byte of the external attributes: MS-DOS's directory bit
+PERMISSION_BITS = 0o777  # the Unix mode bits an entry may carry: never setuid, setgid, sticky
+UNIX_REGULAR = 0o100000  # S_IFREG, the file type of a regular file in a Unix mode
+UNIX_DIRECTORY = 0o040000  # S_IFDIR
 
 STORED_BLOCK_MAX = 0xFFFF  # bytes in one deflate stored block
 STORED_BLOCK_FINAL = b"\x01\x00\x00\xff\xff"  # an empty final stored block ends the stream
@@ -119,6 +123,8 @@ class ZipEntryInfo:
         mtime: Timezone-aware modification time, or None (then the DOS epoch, no extra field).
         crc32: The CRC-32 of the content when known ahead, else None.
         media_type: Used by ``compression="auto"``.
+        mode: Unix permission bits for the external attributes (masked to ``0o777``), or
+            None for ``0o644`` (a file) or ``0o755`` (a directory).
     """
 
     name: str
@@ -126,6 +132,17 @@ class ZipEntryInfo:
     mtime: dt.datetime | None = None
     crc32: int | None = None
     media_type: str = "application/octet-stream"
+    mode: int | None = None
+
+
+def _attributes(info: ZipEntryInfo, is_dir: bool) -> int:
+    """The central directory's external attributes: the Unix file type and permission bits
+    in the high 16 bits (as "made by" Unix says), MS-DOS's directory bit for a directory."""
+    if info.mode is None:
+        return DIR_ATTRIBUTES if is_dir else FILE_ATTRIBUTES
+    if is_dir:
+        return ((UNIX_DIRECTORY | (info.mode & PERMISSION_BITS)) << 16) | MSDOS_DIRECTORY
+    return (UNIX_REGULAR | (info.mode & PERMISSION_BITS)) << 16
 
 
 def is_incompressible(media_type: str) -> bool:
@@ -319,7 +336,7 @@ class ZipWriter:
         self._current = _Current(
             name, name_bytes, declared, method, flags, version, dos_time, dos_date, time_extra,
             crc, crc_given, zip64_local, self.offset,
-            DIR_ATTRIBUTES if is_dir else FILE_ATTRIBUTES, stored_deflate,
+            _attributes(info, is_dir), stored_deflate,
             self._compressor() if deflate else None,
         )  # fmt: skip
 

@@ -63,7 +63,7 @@ class _ZipEncoder:
     def info(entry: Entry, crc: int | None) -> ZipEntryInfo:
         return ZipEntryInfo(
             name=entry.name, size=entry.size, mtime=entry.mtime, crc32=crc,
-            media_type=entry.media_type,
+            media_type=entry.media_type, mode=entry.mode,
         )  # fmt: skip
 
     def wants_crc(self, entry: Entry, sample: bytes) -> bool:

@@ -1,0 +1,309 @@
+"""Files on disk: how a listed file is identified, opened and checked, and how a folder is walked.
+
+How it works: :func:`multiresp.walk` records, for each file, the folder it was listed from (a
+:class:`Root`: the folder's real path, device and inode) and the file's path relative to it,
+with the stat fields that identify it (device, inode) and say it is unchanged (size, mtime,
+ctime). When the file is read, :func:`open_source` opens it so that no file or folder
+swapped in after the listing can lead the read outside the folder: no symbolic link is followed
+on the way, wherever it points. The path was recorded with no link and no ``..`` in it (a link
+to a file inside the root is recorded by its target), so a link met at read time means the
+tree changed, and a path with neither cannot resolve outside the folder its first segments
+name.
+
+- Where the kernel has ``openat2(2)`` (Linux 5.6+), the root's path joined with the relative
+  path is opened in one system call with ``RESOLVE_NO_SYMLINKS`` (which also refuses
+  ``/proc`` magic links). ``RESOLVE_BENEATH`` would need a descriptor of the root: held
+  across requests it outlives them (a descriptor per listed folder, released only when the
+  last entry is collected), opened per file it costs three system calls more; neither buys
+  anything here, since a path with no link and no ``..`` already stays beneath its prefix.
+- Elsewhere (or with :data:`USE_OPENAT2` set to False), the root is opened and checked
+  (device, inode), then each segment is opened from the one before with ``O_NOFOLLOW``: a
+  link on the way is refused, as with openat2.
+
+Then the file found must be the one listed (device and inode), so even a folder renamed into
+the root's place cannot hand over another file.
+
+Every file is opened with ``O_NONBLOCK`` (a FIFO swapped in cannot hold the thread), and
+:func:`check` refuses, before any byte is read, anything that is not the regular file listed
+(same device and inode) with the same size, mtime and ctime.
+
+A file given by :meth:`multiresp.Entry.from_path` has no root: the application named it, so
+it is opened by that path (links followed, as the application would), without blocking, and
+must still be a regular file with the device, inode, size, mtime and ctime it had when the
+entry was built.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import platform
+import stat
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import IntegrityError
+
+# openat2(2): Linux's number on x86_64 and aarch64 (the generic syscall table); elsewhere the
+# fallback walk is used.
+_SYS_OPENAT2 = 437
+_OPENAT2_MACHINES = frozenset({"x86_64", "amd64", "aarch64", "arm64"})
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+_AT_FDCWD = -100
+
+# Set to False to use the per-segment walk even where openat2 is available (tests, or a
+# seccomp profile that kills rather than refuses unknown system calls).
+USE_OPENAT2 = True
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+# A directory on the way is only looked through: O_PATH needs no read permission on it.
+_O_SEARCH = getattr(os, "O_PATH", os.O_RDONLY)
+FILE_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | _O_NONBLOCK | _O_CLOEXEC
+_SEGMENT_FLAGS = _O_SEARCH | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+_ROOT_FLAGS = _O_SEARCH | _O_DIRECTORY | _O_CLOEXEC
+_DIR_FD = os.open in os.supports_dir_fd
+# What opening a listed path says when the tree changed under it: a link on the way (ELOOP;
+# EMLINK on FreeBSD; EXDEV from openat2), a folder on the way now a link or a file (ENOTDIR,
+# from O_DIRECTORY | O_NOFOLLOW), or the file gone.
+_LINK_ERRORS = frozenset({errno.ELOOP, errno.EXDEV, errno.EMLINK, errno.ENOTDIR})
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = (
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    )
+
+
+def _load_openat2() -> Any:
+    if sys.platform != "linux" or platform.machine().lower() not in _OPENAT2_MACHINES:
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    except OSError:
+        return None
+    syscall = libc.syscall
+    syscall.restype = ctypes.c_long
+    syscall.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+                        ctypes.c_size_t)  # fmt: skip
+    return syscall
+
+
+_syscall: Any = None  # libc's syscall(), loaded at the first open beneath a root
+_probed = False
+
+
+def _openat2_function() -> Any:
+    global _syscall, _probed
+    if not _probed:
+        _syscall, _probed = _load_openat2(), True
+    return _syscall
+
+
+_HOW = _OpenHow(FILE_FLAGS | _O_NOFOLLOW, 0, _RESOLVE)  # read-only for the kernel: shared
+_HOW_ADDRESS = ctypes.addressof(_HOW)
+_HOW_SIZE = ctypes.sizeof(_HOW)
+
+
+def openat2_available() -> bool:
+    """True while openat2 is used (the kernel has it and :data:`USE_OPENAT2` is set)."""
+    return USE_OPENAT2 and _openat2_function() is not None
+
+
+def _openat2(path: str) -> int:
+    """Open the absolute ``path`` with no link followed in one call, or -1 without openat2."""
+    global _syscall
+    assert _syscall is not None
+    fd = int(_syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), _HOW_ADDRESS, _HOW_SIZE))
+    if fd >= 0:
+        return fd
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EPERM):  # an old kernel, or a seccomp filter
+        _syscall = None
+        return -1
+    raise OSError(code, os.strerror(code), path)
+
+
+def _open_by_segments(dir_fd: int, relative: str) -> int:
+    """Open ``relative`` beneath ``dir_fd``, one ``O_NOFOLLOW`` segment at a time."""
+    *folders, last = relative.split("/")
+    fd = dir_fd
+    try:
+        for folder in folders:
+            inner = os.open(folder, _SEGMENT_FLAGS, dir_fd=fd)
+            if fd != dir_fd:
+                os.close(fd)
+            fd = inner
+        return os.open(last, FILE_FLAGS | _O_NOFOLLOW, dir_fd=fd)
+    finally:
+        if fd != dir_fd:
+            os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class Root:
+    """The folder a walk listed: its real path (no link in it), device and inode."""
+
+    path: str
+    device: int
+    inode: int
+
+
+def _open_root(root: Root, entry: str) -> int:
+    """A descriptor of the folder, checked to be the one walked (the fallback's start)."""
+    fd = os.open(root.path, _ROOT_FLAGS | _O_NOFOLLOW)
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (root.device, root.inode):
+        os.close(fd)
+        raise IntegrityError(
+            f"entry {entry!r}: the folder {root.path} was replaced since it was listed "
+            "(device/inode check)",
+            entry=entry,
+        )
+    return fd
+
+
+@dataclass(frozen=True, slots=True)
+class PathSource:
+    """A regular file: where it is, and the stat fields that identify it and date it.
+
+    Attributes:
+        path: The file's path (for messages, and for opening when there is no root).
+        size: Size in bytes when listed.
+        mtime_ns: Modification time when listed, in nanoseconds.
+        inode: Inode number when listed.
+        device: Device number when listed.
+        ctime_ns: Status-change time when listed, in nanoseconds: an in-place rewrite that
+            restores size and mtime (``cp -p``, ``rsync -t``, ``tar x``) still changes it.
+        root: The folder the file was listed from, or None for a file the application named.
+        relative: The path beneath ``root`` (``/``-separated, no link in it); ``""`` without
+            a root.
+    """
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    device: int
+    ctime_ns: int
+    root: Root | None = None
+    relative: str = ""
+
+    @classmethod
+    def from_stat(
+        cls, path: str, st: os.stat_result, root: Root | None = None, relative: str = ""
+    ) -> PathSource:
+        """The source for the file ``st`` describes."""
+        return cls(path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, st.st_ctime_ns,
+                   root, relative)  # fmt: skip
+
+    @property
+    def key(self) -> tuple[int, int, int, int, int]:
+        """What says the content is the same: device, inode, size, mtime and ctime."""
+        return (self.device, self.inode, self.size, self.mtime_ns, self.ctime_ns)
+
+
+def changed(source: PathSource, entry: str, rule: str) -> IntegrityError:
+    """The error for a file that is no longer what was listed."""
+    return IntegrityError(f"entry {entry!r}: {source.path} {rule}", entry=entry)
+
+
+def check(source: PathSource, entry: str, st: os.stat_result) -> None:
+    """Refuse ``st`` unless it is the regular file listed, unchanged.
+
+    Raises:
+        IntegrityError: not a regular file, another file (device/inode), or changed (size,
+            mtime or ctime).
+    """
+    if not stat.S_ISREG(st.st_mode):
+        raise changed(source, entry, "is no longer a regular file (regular-file check)")
+    if st.st_ino != source.inode or st.st_dev != source.device:
+        raise changed(source, entry, "is another file than the one listed (device/inode check)")
+    if (
+        st.st_size != source.size
+        or st.st_mtime_ns != source.mtime_ns
+        or st.st_ctime_ns != source.ctime_ns
+    ):
+        raise changed(
+            source, entry, "changed since its size and times were taken (size/mtime/ctime check)"
+        )
+
+
+def open_source(source: PathSource, entry: str) -> int:
+    """Open the file for reading, without blocking and without leaving its root; checked.
+
+    Args:
+        source: The file, as listed.
+        entry: The entry's name, for messages.
+
+    Returns:
+        A descriptor of the file, which the caller closes.
+
+    Raises:
+        IntegrityError: the path leads through a symbolic link or out of the root, or the
+            file is not the regular file listed, unchanged (see :func:`check`).
+        OSError: the file cannot be opened (gone, no permission).
+    """
+    root = source.root
+    try:
+        if root is None:
+            fd = os.open(source.path, FILE_FLAGS)
+        elif not _DIR_FD:  # Windows: no descriptor-relative open; the identity check guards
+            fd = os.open(os.path.join(root.path, source.relative), FILE_FLAGS)
+        else:
+            fd = -1
+            if USE_OPENAT2 and _openat2_function() is not None:
+                fd = _openat2(f"{root.path.rstrip(os.sep)}/{source.relative}")
+            if fd < 0:
+                dir_fd = _open_root(root, entry)
+                try:
+                    fd = _open_by_segments(dir_fd, source.relative)
+                finally:
+                    os.close(dir_fd)
+    except OSError as error:
+        if root is not None and error.errno in _LINK_ERRORS:
+            raise changed(
+                source,
+                entry,
+                f"now leads through a symbolic link, a file where a folder was, or out of "
+                f"{root.path} (beneath-root rule)",
+            ) from None
+        if error.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise changed(source, entry, "is gone since it was listed (existence check)") from None
+        raise
+    try:
+        check(source, entry, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def scan(top: str) -> Iterator[tuple[str, str, list[os.DirEntry[str]]]]:
+    """Each folder under ``top`` (``top`` first) with its items, without recursion.
+
+    Yields ``(path, relative, items)``, ``relative`` being ``""`` for ``top`` and ending with
+    ``/`` below it. An explicit stack, not recursion, so that any depth works. Folder links
+    are not entered.
+    """
+    stack: list[tuple[str, str]] = [(top, "")]
+    while stack:
+        directory, relative = stack.pop()
+        with os.scandir(directory) as listing:
+            items = list(listing)
+        stack.extend(
+            (item.path, relative + item.name + "/")
+            for item in items
+            if item.is_dir(follow_symlinks=False)
+        )
+        yield directory, relative, items
