@@ -1,0 +1,227 @@
+"""Archives and bodies that other tools write, read by the pure readers and by ``download``.
+
+Each writer runs for real (Info-ZIP ``zip``, ``bsdtar``, Python's ``email`` package, aiohttp's
+``MultipartWriter``) on a tree with Unicode names, an empty file, nested folders, an
+executable and a few MB of random data. The bytes are then served as a plain file by a
+Starlette ``Response`` on a live uvicorn and fetched with :func:`multiresp.client.download`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import random
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from multiresp import Limits, ProtocolError, UnsafeNameError
+from multiresp._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event
+from multiresp._zipreader import ZipReader
+from multiresp.client import download
+
+from conftest import require_tool
+
+RANDOM_BYTES = 3 << 20  # bytes of incompressible data in the tree
+UTF8_ENV = {**os.environ, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+TREE = {
+    "ünicøde/名前.txt": b"hello\n",
+    "ünicøde/sub/deeper/leaf.txt": b"leaf\n" * 100,
+    "empty": b"",
+    "run.sh": b"#!/bin/sh\necho hi\n",
+    "data/random.bin": random.Random(15).randbytes(RANDOM_BYTES),
+}
+EXECUTABLE = "run.sh"
+
+
+@pytest.fixture
+def tree(tmp_path: pathlib.Path) -> pathlib.Path:
+    root = tmp_path / "src"
+    for name, data in TREE.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / EXECUTABLE).chmod(0o755)
+    (root / "emptydir").mkdir()
+    return root
+
+
+def info_zip(root: pathlib.Path, *options: str) -> bytes:
+    zip_tool = require_tool("zip")
+    out = root.parent / "info.zip"
+    subprocess.run(
+        [zip_tool, "-q", "-r", *options, str(out), "."], cwd=root, check=True, env=UTF8_ENV
+    )
+    return out.read_bytes()
+
+
+def bsdtar_zip(root: pathlib.Path, *options: str) -> bytes:
+    bsdtar = require_tool("bsdtar")
+    done = subprocess.run(
+        [bsdtar, "--format", "zip", *options, "-cf", "-", "."],
+        cwd=root,
+        check=True,
+        env=UTF8_ENV,
+        capture_output=True,
+    )
+    return done.stdout
+
+
+def read_all(body: bytes, step: int = 65536, **kwargs: Any) -> list[Event]:
+    reader = ZipReader(**kwargs)
+    events: list[Event] = []
+    for at in [*range(0, len(body), step), None]:
+        reader.receive_data(b"" if at is None else body[at : at + step])
+        while (event := reader.next_event()) is not NEED_DATA:
+            events.append(event)
+            if type(event) is End:
+                return events
+    raise AssertionError("no End")
+
+
+def files_of(events: list[Event]) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    name = None
+    for event in events:
+        if isinstance(event, EntryStart):
+            name = event.name
+            files[name] = b""
+        elif isinstance(event, Data):
+            assert name is not None
+            files[name] += event.data
+        elif isinstance(event, EntryEnd):
+            name = None
+    return files
+
+
+def expected_names() -> set[str]:
+    folders = {"ünicøde/", "ünicøde/sub/", "ünicøde/sub/deeper/", "data/", "emptydir/"}
+    return set(TREE) | folders
+
+
+WRITERS: dict[str, Callable[[pathlib.Path], bytes]] = {
+    "zip": info_zip,
+    "zip -0": lambda root: info_zip(root, "-0"),
+    "zip from a pipe": lambda root: info_zip(root, "-fd"),
+    "bsdtar": bsdtar_zip,
+    "bsdtar store": lambda root: bsdtar_zip(root, "--options", "zip:compression=store"),
+}
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_pure_reader_reads_what_other_tools_write(writer: str, tree: pathlib.Path) -> None:
+    events = read_all(WRITERS[writer](tree), step=4099)
+    files = files_of(events)
+    assert set(files) == expected_names()
+    for name, data in TREE.items():
+        assert files[name] == data, name
+    end = events[-1]
+    assert isinstance(end, End)
+    modes = dict(end.modes)
+    assert modes[EXECUTABLE] == 0o755
+    assert modes["empty"] & 0o111 == 0
+
+
+def test_info_zip_names_are_utf8_without_the_flag(tree: pathlib.Path) -> None:
+    body = info_zip(tree)
+    # zip 3.0 sets no language-encoding flag: bit 11 of every local header is clear
+    assert b"PK\x03\x04" in body
+    at = body.index(b"PK\x03\x04")
+    assert not int.from_bytes(body[at + 6 : at + 8], "little") & (1 << 11)
+    assert "ünicøde/名前.txt".encode() in body
+
+
+def test_bsdtar_root_entry_is_skipped_and_dot_slash_stripped(tree: pathlib.Path) -> None:
+    body = bsdtar_zip(tree)
+    assert b"./run.sh" in body
+    names = [e.name for e in read_all(body) if isinstance(e, EntryStart)]
+    assert "./" not in names and not any(n.startswith("./") for n in names)
+    assert set(names) == expected_names()
+
+
+def serve(live_server: Callable[..., Any], body: bytes, media_type: str) -> str:
+    def endpoint(request: Request) -> Response:
+        return Response(body, media_type=media_type)
+
+    return str(live_server(Starlette(routes=[Route("/file", endpoint)])).url) + "/file"
+
+
+def tree_of(dest: pathlib.Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(dest).as_posix(): path.read_bytes()
+        for path in sorted(dest.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_download_saves_other_tools_archives(
+    writer: str, tree: pathlib.Path, live_server: Callable[..., Any], umask_022: None
+) -> None:
+    url = serve(live_server, WRITERS[writer](tree), "application/zip")
+    dest = tree.parent / "dest"
+    saved = download(url, dest)
+    assert tree_of(dest) == TREE
+    assert (dest / "emptydir").is_dir()
+    assert {s.name for s in saved} == set(TREE)
+    for s in saved:
+        assert s.sha256 == hashlib.sha256(TREE[s.name]).hexdigest()
+    assert stat.S_IMODE((dest / EXECUTABLE).stat().st_mode) == 0o755
+    assert stat.S_IMODE((dest / "empty").stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("umask", "expected"), [(0o077, 0o700), (0o027, 0o750), (0o002, 0o775), (0o033, 0o744)]
+)
+def test_exec_bit_stays_within_the_umask(
+    umask: int, expected: int, tree: pathlib.Path, live_server: Callable[..., Any]
+) -> None:
+    (tree / EXECUTABLE).chmod(0o6777)  # setuid, setgid, group/other write: none comes back
+    url = serve(live_server, info_zip(tree), "application/zip")
+    old = os.umask(umask)
+    try:
+        download(url, tree.parent / "dest")
+    finally:
+        os.umask(old)
+    mode = (tree.parent / "dest" / EXECUTABLE).stat().st_mode
+    assert stat.S_IMODE(mode) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [
+        ("././a", UnsafeNameError),
+        ("./../a", UnsafeNameError),
+        ("./", ProtocolError),  # the root entry, with content
+        (".//a", UnsafeNameError),
+    ],
+)
+def test_dot_slash_is_stripped_once_and_the_rest_still_refused(
+    raw: str, error: type[Exception], tmp_path: pathlib.Path
+) -> None:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("ok", b"1")
+        archive.writestr(raw, b"secret")
+    with pytest.raises(error):
+        read_all(out.getvalue(), limits=Limits())
