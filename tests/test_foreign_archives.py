@@ -364,3 +364,15 @@ def test_percent_escapes_never_reach_outside_dest(
     assert saved[0].path == dest.joinpath(*name.split("/"))
     assert saved[0].path.resolve().is_relative_to(dest.resolve())
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [name.rsplit("/", 1)[-1]]
+
+
+@pytest.mark.parametrize("charset", ["undefined", "idna", "punycode", "utf-16"])
+def test_a_bad_rfc_8187_charset_is_a_protocol_error_for_download(
+    charset: str, tmp_path: pathlib.Path, live_server: Callable[..., Any]
+) -> None:
+    disposition = f"attachment; filename=\"a.txt\"; filename*={charset}''%41"
+    body = f"--b\r\nContent-Disposition: {disposition}\r\n\r\nx\r\n--b--\r\n".encode()
+    url = serve(live_server, body, "multipart/mixed; boundary=b")
+    with pytest.raises(ProtocolError, match=f"charset '{charset}'"):
+        download(url, tmp_path / "dest")
+    assert not any((tmp_path / "dest").rglob("*"))
