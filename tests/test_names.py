@@ -246,3 +246,10 @@ def test_the_two_rfc_8187_charsets_decode(value: str, name: str) -> None:
 def test_lenient_parameter_parsing_never_raises(text: str) -> None:
     parse_header_params("a/b; q*=" + text)
     parse_header_params(text)
+
+
+def test_the_zip_writer_refuses_a_name_its_header_cannot_hold() -> None:
+    from multiresp._zipwriter import ZipEntryInfo, ZipWriter
+
+    with pytest.raises(UnsafeNameError, match="65535"):  # was struct.error
+        ZipWriter().start_entry(ZipEntryInfo(name="n" * 0x10000, size=0), b"")
