@@ -27,7 +27,8 @@ class EntryStart:
     """An entry (zip member or multipart part) begins.
 
     Attributes:
-        name: The entry name as sent (already checked with ``check_name``).
+        name: The entry name as sent, already checked with ``check_name``. (A zip name is
+            decoded as ``unzip`` decodes it, and one leading ``./`` is dropped.)
         size: Its declared size in bytes, or None when the sender did not say.
         media_type: Its media type when the format carries one (multipart), else None.
         mtime: Its modification time when the format carries one (zip), else None.

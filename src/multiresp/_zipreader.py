@@ -13,10 +13,15 @@ event or ``NEED_DATA``. An entry is found from its local header alone; its data 
   carrying the optional signature can be found this way; a STORE entry whose descriptor has
   none cannot be read in a stream and is refused.
 
+Names are decoded as ``unzip`` decodes them (the Info-ZIP Unicode Path field, then UTF-8 when
+flagged or valid, then cp437), lose one leading ``./`` (bsdtar writes it), and then meet the
+name rule; bsdtar's bare ``./`` entry is read but gives no events.
+
 Limits are applied to each piece before it is handed out, and the inflater's output per step is
 bounded (``INFLATE_OUTPUT_STEP``), so a deflate bomb never exists in memory. After the last entry
 the central directory and the end records are parsed and checked against what streamed: the same
 names in the same order with the same CRC-32s and sizes, and no symbolic link or special file.
+The permission bits it records for Unix files ride on the ``End`` event.
 Only per-entry metadata is kept for that check, never the data.
 
 The module is pure: no I/O, no event loop, no clock.
