@@ -63,6 +63,19 @@ def info_zip(root: pathlib.Path, *options: str) -> bytes:
     return out.read_bytes()
 
 
+def info_zip_to_pipe(root: pathlib.Path, *options: str) -> bytes:
+    """``zip -r - .``: written to stdout, so every file entry has a data descriptor."""
+    zip_tool = require_tool("zip")
+    done = subprocess.run(
+        [zip_tool, "-q", "-r", *options, "-", "."],
+        cwd=root,
+        check=True,
+        env=UTF8_ENV,
+        capture_output=True,
+    )
+    return done.stdout
+
+
 def bsdtar_zip(root: pathlib.Path, *options: str) -> bytes:
     bsdtar = require_tool("bsdtar")
     done = subprocess.run(
@@ -73,6 +86,16 @@ def bsdtar_zip(root: pathlib.Path, *options: str) -> bytes:
         capture_output=True,
     )
     return done.stdout
+
+
+def bsdtar_zip_file(root: pathlib.Path) -> bytes:
+    """bsdtar writing to a file: no block padding after the end record."""
+    bsdtar = require_tool("bsdtar")
+    out = root.parent / "bsdtar.zip"
+    subprocess.run(
+        [bsdtar, "--format", "zip", "-cf", str(out), "."], cwd=root, check=True, env=UTF8_ENV
+    )
+    return out.read_bytes()
 
 
 def read_all(body: bytes, step: int = 65536, **kwargs: Any) -> list[Event]:
@@ -110,8 +133,10 @@ def expected_names() -> set[str]:
 WRITERS: dict[str, Callable[[pathlib.Path], bytes]] = {
     "zip": info_zip,
     "zip -0": lambda root: info_zip(root, "-0"),
-    "zip from a pipe": lambda root: info_zip(root, "-fd"),
-    "bsdtar": bsdtar_zip,
+    "zip to a pipe": info_zip_to_pipe,
+    "zip -0 to a pipe": lambda root: info_zip_to_pipe(root, "-0"),
+    "bsdtar to a pipe": bsdtar_zip,
+    "bsdtar to a file": bsdtar_zip_file,
     "bsdtar store": lambda root: bsdtar_zip(root, "--options", "zip:compression=store"),
 }
 
