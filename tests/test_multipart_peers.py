@@ -299,8 +299,10 @@ def _is_valid_name(name: str) -> bool:
     return True
 
 
+# bidirectional overrides and isolates: check_name refuses them
+BIDI_CONTROLS = "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 _segments = st.text(
-    st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="/\\"),
+    st.characters(exclude_categories=("Cs", "Cc"), exclude_characters="/\\" + BIDI_CONTROLS),
     min_size=1,
     max_size=10,
 )

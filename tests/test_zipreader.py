@@ -180,8 +180,10 @@ def zipstream_zip(files: dict[str, bytes], *, compression: int, iterables: bool)
     return b"".join(archive)
 
 
+# bidirectional overrides and isolates: check_name refuses them
+BIDI_CONTROLS = "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
 segment = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\"),
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\" + BIDI_CONTROLS),
     min_size=1,
     max_size=10,
 ).filter(lambda s: s not in (".", "..") and not (len(s) >= 2 and s[1] == ":"))
@@ -515,7 +517,7 @@ def test_hand_zip_is_a_valid_archive() -> None:
 @pytest.mark.parametrize(
     "name",
     ["../evil", "a/../../evil", "/etc/passwd", "C:/x", "C:x", "a\\b", "..\\x", "a\x00b", "a//b",
-     "./a", "", "a/./b", "x\x1b[2J"],
+     "", "a/./b", "x\x1b[2J", "x\x9b2J", "x\u202etxt.exe", "a\u2066b", "COM1/\x85"],
 )  # fmt: skip
 def test_unsafe_names_are_refused_before_any_event(name: str) -> None:
     body = hand_zip([Raw("fine", b"1"), Raw(name, b"secret")])
@@ -970,3 +972,71 @@ def test_corrupted_archives_fail_cleanly(
         return
     found = entries(events)  # a clean read must be a consistent one
     assert all(got.end.crc32 == zlib.crc32(got.data) for got in found.values())
+
+
+# -- other writers' habits (issue 15) and file modes (issue 10) --------------------------------
+
+
+def test_unflagged_utf8_names_are_utf8_and_cp437_stays_the_fallback() -> None:
+    body = hand_zip(
+        [
+            Raw("ünicøde/名前.txt".encode(), b"1", flags=0),  # Info-ZIP zip 3.0
+            Raw(b"caf\x82", b"2", flags=0),  # not UTF-8: cp437
+            Raw(b"plain", b"3", flags=0),
+        ]
+    )
+    assert list(read_zip(body)) == ["ünicøde/名前.txt", "café", "plain"]
+
+
+def test_a_unicode_path_field_with_a_wrong_crc_is_ignored() -> None:
+    field = b"\x01" + struct.pack("<I", zlib.crc32(b"other")) + b"evil/../x"
+    extra = struct.pack("<HH", 0x7075, len(field)) + field
+    found = read_zip(hand_zip([Raw(b"legacy", b"3", flags=0, local_extra=extra)]))
+    assert list(found) == ["legacy"]
+
+
+def test_the_decoded_name_meets_the_name_rule() -> None:
+    error, _ = failure(hand_zip([Raw("a/\u202etxt.exe".encode(), b"x", flags=0)]))
+    assert isinstance(error, UnsafeNameError)
+    field = b"\x01" + struct.pack("<I", zlib.crc32(b"ok")) + b"../up"
+    extra = struct.pack("<HH", 0x7075, len(field)) + field
+    error, _ = failure(hand_zip([Raw(b"ok", b"x", flags=0, local_extra=extra)]))
+    assert isinstance(error, UnsafeNameError) and error.entry == "../up"
+
+
+def test_dot_slash_names_and_the_root_entry() -> None:
+    body = hand_zip([Raw("./"), Raw("./d/"), Raw("./d/a", b"1"), Raw("./b", b"2", method=8)])
+    events = read_events(body, range(1, len(body), 7))
+    assert [e.name for e in events if isinstance(e, EntryStart)] == ["d/", "d/a", "b"]
+    assert contents(entries(events)) == {"d/": b"", "d/a": b"1", "b": b"2"}
+
+
+def test_root_entry_does_not_count_as_a_file() -> None:
+    body = hand_zip([Raw("./"), Raw("./a", b"1")])
+    assert list(read_zip(body, limits=Limits(max_files=1))) == ["a"]
+
+
+def test_nul_padding_after_the_end_is_accepted_up_to_a_bound() -> None:
+    body = hand_zip([Raw("a", b"1")])
+    padded = body + bytes(10240 - len(body))
+    assert contents(read_zip(padded, range(0, len(padded), 1000))) == {"a": b"1"}
+    error, _ = failure(body + bytes((64 << 10) + 1), [len(body) + 1])
+    assert isinstance(error, ProtocolError) and "padding" in str(error)
+    error, _ = failure(body + bytes(100) + b"x")
+    assert isinstance(error, ProtocolError) and "follow the end" in str(error)
+
+
+def test_end_carries_the_permission_bits_of_unix_files() -> None:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, mode in [("run", 0o104755), ("plain", 0o100640), ("d/", 0o40755)]:
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3
+            info.external_attr = mode << 16
+            archive.writestr(info, b"" if name.endswith("/") else b"x")
+        dos = zipfile.ZipInfo("dos")
+        dos.create_system = 0  # made on MS-DOS: its attributes hold no Unix mode
+        dos.external_attr = 0o100755 << 16
+        archive.writestr(dos, b"y")
+    end = read_events(out.getvalue())[-1]
+    assert end == End(modes=(("run", 0o755), ("plain", 0o640)))

@@ -27,7 +27,12 @@ segment = st.text(
     st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\\:"),
     min_size=1,
     max_size=12,
-).filter(lambda s: s not in (".", ".."))
+).filter(
+    lambda s: (
+        s not in (".", "..")
+        and not any(0x202A <= ord(c) <= 0x202E or 0x2066 <= ord(c) <= 0x2069 for c in s)
+    )
+)  # bidi controls: refused by check_name
 names = st.lists(segment, min_size=1, max_size=3).map("/".join)
 mtimes = st.none() | st.datetimes(
     min_value=dt.datetime(1970, 1, 1), max_value=dt.datetime(2037, 12, 31), timezones=st.just(UTC)

@@ -27,7 +27,8 @@ class EntryStart:
     """An entry (zip member or multipart part) begins.
 
     Attributes:
-        name: The entry name as sent (already checked with ``check_name``).
+        name: The entry name as sent, already checked with ``check_name``. (A zip name is
+            decoded as ``unzip`` decodes it, and one leading ``./`` is dropped.)
         size: Its declared size in bytes, or None when the sender did not say.
         media_type: Its media type when the format carries one (multipart), else None.
         mtime: Its modification time when the format carries one (zip), else None.
@@ -65,9 +66,19 @@ class EntryEnd:
     crc32: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class End:
-    """The body ended well: end of central directory / closing boundary seen."""
+    """The body ended well: end of central directory / closing boundary seen.
+
+    Attributes:
+        modes: ``(name, permission bits)`` for each file entry whose Unix mode the archive
+            records (zip: a central directory record made on Unix). Only the permission bits
+            (``0o777``) are given, never setuid, setgid or sticky. A streamed zip records
+            modes only in its central directory, after the data: so they arrive here, once
+            every entry has been written. Empty for multipart.
+    """
+
+    modes: tuple[tuple[str, int], ...] = ()
 
 
 Event = EntryStart | Data | EntryEnd | End

@@ -8,6 +8,12 @@ from ._names import parse_header_params
 
 
 def _parse_accept(accept: str) -> list[tuple[str, str, float]]:
+    """The media ranges of ``accept`` with their q-values; never raises.
+
+    A header is the client's to get wrong: a parameter that cannot be read (an unknown
+    RFC 8187 charset, a q-value that is not a number in [0, 1]) must not turn into a 500. An
+    unreadable extended parameter is left out, and a bad q-value counts as 0.
+    """
     ranges = []
     for item in accept.split(","):
         if not item.strip():

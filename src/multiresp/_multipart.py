@@ -29,10 +29,12 @@ bytes into events. The ASGI response and the httpx client drive them.
 
 from __future__ import annotations
 
+import binascii
 import enum
 import re
 import secrets
 from collections.abc import Iterable
+from typing import Protocol
 
 from ._errors import IntegrityError, LimitExceeded, MultirespError, ProtocolError
 from ._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event, _Sentinel
@@ -72,6 +74,11 @@ _SINGLE_HEADERS = frozenset(
 )
 _DIGITS = re.compile(rf"[0-9]{{1,{MAX_CONTENT_LENGTH_DIGITS}}}")
 _IDENTITY_ENCODINGS = frozenset({"binary", "8bit", "7bit"})
+MAX_QP_LINE = 64 << 10  # bytes in one quoted-printable line (RFC 2045 asks for at most 76)
+_BASE64_WHITESPACE = b" \t\r\n"
+_BASE64_GROUPS = re.compile(rb"[A-Za-z0-9+/]*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_QP_BAD_ESCAPE = re.compile(rb"=(?![0-9A-Fa-f]{2}|[ \t]*\r?\n)")
+_QP_LINE_END = re.compile(rb"(=?)[ \t]*(\r?\n)")
 # shared-mime-info types of files that are neither regular files nor directories
 _SPECIAL_FILE_TYPES = frozenset(
     {"inode/symlink", "inode/blockdevice", "inode/chardevice", "inode/fifo", "inode/socket"}
@@ -299,6 +306,128 @@ def multipart_size(
     return total + len(writer.finish())
 
 
+# -- Content-Transfer-Encoding (RFC 2045) --------------------------------------------------------
+#
+# Mail software writes parts in base64 or quoted-printable. A decoder takes the part's bytes in
+# pieces of any size and gives back what can be decoded so far, holding back only what the
+# next piece may complete: at most 3 bytes of a base64 group, or the end of a quoted-printable
+# line that may still turn out to be trailing whitespace or a soft line break (less than
+# MAX_QP_LINE bytes). Anything that is not valid in the encoding is a ProtocolError: a mangled
+# part is refused, never decoded to something else.
+
+
+class _Decoder(Protocol):
+    def decode(self, data: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+class _Base64Decoder:
+    """RFC 2045 section 6.8: whitespace and line breaks are ignored, padding ends the data."""
+
+    __slots__ = ("_held", "_padded", "_where")
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._held = b""
+        self._padded = False
+
+    def decode(self, data: bytes) -> bytes:
+        data = data.translate(None, _BASE64_WHITESPACE)
+        if not data:
+            return b""
+        if self._padded:
+            raise self._error("data after the base64 padding")
+        if self._held:
+            data = self._held + data
+        cut = len(data) - len(data) % 4
+        groups, self._held = data[:cut], data[cut:]
+        if not _BASE64_GROUPS.fullmatch(groups):
+            raise self._error("a character outside the base64 alphabet, or padding inside")
+        self._padded = groups.endswith(b"=")
+        return binascii.a2b_base64(groups)
+
+    def finish(self) -> bytes:
+        if self._held:
+            raise self._error(f"the base64 data ends in an incomplete group {self._held!r}")
+        return b""
+
+    def _error(self, what: str) -> ProtocolError:
+        return ProtocolError(f"{self._where}: {what} (Content-Transfer-Encoding base64)")
+
+
+class _QuotedPrintableDecoder:
+    """RFC 2045 section 6.7: ``=XX`` escapes, ``=`` soft line breaks, trailing blanks dropped.
+
+    A hard line break stays what it is on the wire (CRLF, the canonical form; a bare LF is
+    kept too), as the email package's own reader gives it back.
+    """
+
+    __slots__ = ("_held", "_line", "_where")
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._held = b""
+        self._line = 0  # bytes of the line in progress
+
+    def decode(self, data: bytes) -> bytes:
+        self._count_lines(data)
+        if self._held:
+            data = self._held + data
+        # Hold back what the next piece may complete: blanks and a CR that a line break may
+        # follow, and a "=" (with its first hex digit) that may begin an escape or soft break.
+        ready = data.rstrip(b" \t\r")
+        if ready.endswith(b"="):
+            ready = ready[:-1]
+        elif ready[-2:-1] == b"=":
+            ready = ready[:-2]
+        self._held = data[len(ready) :]
+        return self._decode_lines(ready)
+
+    def _count_lines(self, data: bytes) -> None:
+        """Refuse a line over MAX_QP_LINE bytes, wherever the pieces were cut."""
+        lines = data.split(b"\n")
+        longest = self._line + len(lines[0])
+        if len(lines) > 1:
+            longest = max(longest, *map(len, lines[1:]))
+            self._line = len(lines[-1])
+        else:
+            self._line = longest
+        if longest > MAX_QP_LINE:
+            raise self._error(f"a line over {MAX_QP_LINE} bytes")
+
+    def finish(self) -> bytes:
+        # The part's last line ends where the delimiter's CRLF begins: its trailing blanks go,
+        # and a final "=" is a soft line break. (A CR held back in case an LF followed is
+        # data, as anywhere else in a line.)
+        held, self._held = self._held.rstrip(b" \t"), b""
+        if held.endswith(b"="):
+            held = held[:-1]
+        return self._decode_lines(held)
+
+    def _decode_lines(self, data: bytes) -> bytes:
+        if b"=" in data and (bad := _QP_BAD_ESCAPE.search(data)) is not None:
+            shown = data[bad.start() : bad.start() + 3]
+            raise self._error(f"{shown!r} is neither an =XX escape nor a soft line break")
+        if b"\n" in data:
+            data = _QP_LINE_END.sub(_qp_line_end, data)
+        return binascii.a2b_qp(data) if b"=" in data else data
+
+    def _error(self, what: str) -> ProtocolError:
+        return ProtocolError(f"{self._where}: {what} (Content-Transfer-Encoding quoted-printable)")
+
+
+def _qp_line_end(match: re.Match[bytes]) -> bytes:
+    # a soft line break goes; a hard one stays, without the blanks before it
+    return b"" if match.group(1) else match.group(2)
+
+
+_DECODERS: dict[str, type[_Base64Decoder] | type[_QuotedPrintableDecoder]] = {
+    "base64": _Base64Decoder,
+    "quoted-printable": _QuotedPrintableDecoder,
+}
+
+
 class _State(enum.Enum):
     PREAMBLE = enum.auto()  # looking for the first delimiter
     BOUNDARY = enum.auto()  # at a delimiter; its line decides: another part, or the end
@@ -332,6 +461,8 @@ class MultipartReader:
     __slots__ = (
         "_buf",
         "_declared",
+        "_decoded",
+        "_decoder",
         "_delimiter",
         "_eof",
         "_header_scanned",
@@ -388,7 +519,9 @@ class MultipartReader:
         self._total = 0
         self._name: str | None = None  # the open part
         self._declared: int | None = None
-        self._received = 0
+        self._received = 0  # bytes of the open part's body read (encoded, if it is)
+        self._decoder: _Decoder | None = None  # the open part's Content-Transfer-Encoding
+        self._decoded = 0  # content bytes of the open part handed out (after decoding)
         self._is_dir = False
 
     def receive_data(self, data: bytes) -> None:
@@ -512,7 +645,7 @@ class MultipartReader:
         self._state = _State.CLOSED if closing else _State.HEADERS
         if self._name is None:
             return None
-        event = EntryEnd(name=self._name, size=self._received)
+        event = EntryEnd(name=self._name, size=self._decoded)
         self._name = None
         return event
 
@@ -570,8 +703,7 @@ class MultipartReader:
         if self._declared is not None:
             remaining = self._declared - self._received
             if remaining == 0:
-                self._state = _State.BOUNDARY
-                return None
+                return self._part_done()
             if pos == len(buf):
                 if self._eof:
                     raise ProtocolError(
@@ -586,8 +718,7 @@ class MultipartReader:
         if end == -1:
             end = self._safe_end()
         elif end == pos:
-            self._state = _State.BOUNDARY
-            return None
+            return self._part_done()
         if end > pos:
             return self._hand_out(end)
         if self._eof:
@@ -607,10 +738,19 @@ class MultipartReader:
             cr = buf.find(b"\r", cr + 1)
         return end
 
-    def _hand_out(self, end: int) -> Data:
+    def _part_done(self) -> Data | None:
+        """The open part's body ended: the decoder's last bytes, or None (go read the boundary)."""
+        self._state = _State.BOUNDARY
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None and (tail := decoder.finish()):
+            return self._decoded_data(tail)
+        return None
+
+    def _hand_out(self, end: int) -> Data | None:
         buf, pos = self._buf, self._pos
         length = end - pos
-        if self._declared is None:
+        decoder = self._decoder
+        if self._declared is None and decoder is None:
             self._check_growth(length)
         if isinstance(buf, bytes):
             chunk = buf if pos == 0 and end == len(buf) else buf[pos:end]
@@ -619,14 +759,24 @@ class MultipartReader:
                 chunk = view[pos:end].tobytes()
         self._pos = end
         self._received += length
+        if decoder is not None:
+            decoded = decoder.decode(chunk)
+            return self._decoded_data(decoded) if decoded else None
+        self._decoded += length
         return Data(chunk)
+
+    def _decoded_data(self, data: bytes) -> Data:
+        """Hand out bytes a Content-Transfer-Encoding gave, after checking the limits."""
+        self._check_growth(len(data))
+        self._decoded += len(data)
+        return Data(data)
 
     def _check_growth(self, length: int) -> None:
         """Check bytes of a part without Content-Length before they are handed out."""
         name, limits = self._name, self._limits
         if self._is_dir:
             raise ProtocolError(f"multipart directory part {name!r} has content", entry=name)
-        size = self._received + length
+        size = self._decoded + length
         if limits.max_file_size is not None and size > limits.max_file_size:
             raise LimitExceeded(
                 f"multipart part {name!r}: over {limits.max_file_size} bytes (max_file_size)",
@@ -716,7 +866,10 @@ class MultipartReader:
         disposition = known.get("content-disposition")
         if disposition is None:
             raise ProtocolError(f"{label}: no Content-Disposition header, so no name")
-        _, name = parse_content_disposition(disposition)
+        try:
+            _, name = parse_content_disposition(disposition)
+        except ProtocolError as error:
+            raise ProtocolError(f"{label}: Content-Disposition {error}") from None
         if name is None:
             name = parse_header_params(disposition)[1].get("name")
         if name is None:
@@ -724,10 +877,16 @@ class MultipartReader:
         check_name(name)
         where = f"multipart part {name!r}"
         encoding = known.get("content-transfer-encoding")
+        decoder: _Decoder | None = None
         if encoding is not None and encoding.lower() not in _IDENTITY_ENCODINGS:
-            raise ProtocolError(
-                f"{where}: Content-Transfer-Encoding {encoding!r} is not supported", entry=name
-            )
+            decoder_type = _DECODERS.get(encoding.lower())
+            if decoder_type is None:
+                raise ProtocolError(
+                    f"{where}: Content-Transfer-Encoding {encoding!r} is not supported (only"
+                    " base64, quoted-printable, 7bit, 8bit and binary)",
+                    entry=name,
+                )
+            decoder = decoder_type(where)
         media_type = known.get("content-type")
         if media_type is not None:
             essence = media_type.partition(";")[0].strip().lower()
@@ -736,10 +895,13 @@ class MultipartReader:
                     f"{where}: media type {essence!r}; only files and directories are accepted",
                     entry=name,
                 )
-        size = self._declared_size(known.get("content-length"), where, name)
+        # With a Content-Transfer-Encoding, Content-Length counts the encoded bytes: it frames
+        # the part, and the content's size is known only once it is decoded.
+        framing = self._declared_size(known.get("content-length"), where, name)
+        size = framing if decoder is None else None
         is_dir = name.endswith("/")
-        if is_dir and size:
-            raise ProtocolError(f"{where}: a directory part declares {size} bytes", entry=name)
+        if is_dir and framing:
+            raise ProtocolError(f"{where}: a directory part declares {framing} bytes", entry=name)
         if size is not None:
             if limits.max_file_size is not None and size > limits.max_file_size:
                 raise LimitExceeded(
@@ -754,7 +916,8 @@ class MultipartReader:
                 )
             self._total += size
         self._parts = number
-        self._name, self._declared, self._received, self._is_dir = name, size, 0, is_dir
+        self._name, self._declared, self._received, self._is_dir = name, framing, 0, is_dir
+        self._decoder, self._decoded = decoder, 0
         self._state = _State.DATA
         return EntryStart(
             name=name, size=size, media_type=media_type, is_dir=is_dir, headers=tuple(headers)

@@ -12,23 +12,36 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote_to_bytes
 
-from ._errors import UnsafeNameError
+from ._errors import ProtocolError, UnsafeNameError
 
 MAX_SEGMENT_BYTES = 255  # bytes of UTF-8 in one path segment: the limit of ext4, APFS, NTFS
+MAX_NAME_BYTES = 0xFFFF  # bytes of UTF-8 in a whole name: a zip header's name length field
+UTF8_MAX_CHAR_BYTES = 4  # bytes: the longest UTF-8 encoding of one character
 _DRIVE = re.compile(r"^[A-Za-z]:")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls and DEL: a terminal acts on them when a name is printed.
+_CONTROLS = "\x00-\x1f\x7f-\x9f"
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+# Bidirectional embeddings, overrides (U+202A-U+202E) and isolates (U+2066-U+2069): they
+# make a printed name read as another one ("exe.txt" shown for "txt.exe").
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_BIDI_CONTROL = re.compile(f"[{_BIDI}]")
+_SUPERSCRIPT_DIGITS = "\u00b9\u00b2\u00b3"  # ¹ ² ³: Windows reads COM¹ as a device too
 _WINDOWS_RESERVED = frozenset(
-    ["CON", "PRN", "AUX", "NUL"]
-    + [f"COM{i}" for i in range(1, 10)]
-    + [f"LPT{i}" for i in range(1, 10)]
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{port}{digit}" for port in ("COM", "LPT") for digit in "0123456789" + _SUPERSCRIPT_DIGITS]
 )
 _WINDOWS_FORBIDDEN = re.compile(r'[<>:"|?*]')
 # Non-empty segments of printable characters, no backslash, no leading "/", no drive letter;
 # at most one trailing "/". Names that match and have no "." or ".." segment are safe.
-_PLAIN = re.compile(r"(?![A-Za-z]:)[^/\\\x00-\x1f\x7f]+(?:/[^/\\\x00-\x1f\x7f]+)*/?")
+_SURROGATES = "\ud800-\udfff"  # lone surrogates: not Unicode text, no UTF-8 encoding
+_SEGMENT = f"[^/\\\\{_CONTROLS}{_BIDI}{_SURROGATES}]+"
+_PLAIN = re.compile(f"(?![A-Za-z]:){_SEGMENT}(?:/{_SEGMENT})*/?")
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)")
+# RFC 8187 charsets: a recipient must know UTF-8 and ISO-8859-1, and nothing else is safe to
+# look up (Python's codec registry also holds "idna", "punycode", "undefined" and binary codecs).
+_EXT_CHARSETS = {"utf-8": "utf-8", "iso-8859-1": "latin-1"}
 
 
 def check_name(name: str) -> str:
@@ -44,14 +57,17 @@ def check_name(name: str) -> str:
 
     Raises:
         UnsafeNameError: the name is empty, absolute, starts with a drive letter, holds a
-            backslash, NUL or another control character, or has an empty, ``.`` or ``..``
-            segment.
+            backslash, NUL or another control character (C0, DEL, C1), a bidirectional
+            override or isolate (U+202A-U+202E, U+2066-U+2069) or a lone surrogate, is over
+            65,535 bytes in UTF-8, or has an empty, ``.`` or ``..`` segment.
     """
     if not isinstance(name, str):
         raise TypeError(f"entry name must be str, not {type(name).__name__}")
 
+    short = len(name) <= MAX_NAME_BYTES // UTF8_MAX_CHAR_BYTES
     if _PLAIN.fullmatch(name) and not _DOT_SEGMENT.search(name):
-        return name  # the common case, decided by two C-level scans
+        if short or len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+            return name  # the common case, decided by two C-level scans
 
     def refuse(rule: str) -> UnsafeNameError:
         return UnsafeNameError(f"unsafe entry name {name!r}: {rule}", entry=name)
@@ -67,7 +83,17 @@ def check_name(name: str) -> str:
     if "\x00" in name:
         raise refuse("NUL is not allowed")
     if _CONTROL.search(name):
-        raise refuse("control characters are not allowed")
+        raise refuse("control characters (C0, DEL, C1) are not allowed")
+    if _BIDI_CONTROL.search(name):
+        raise refuse("bidirectional override and isolate characters are not allowed")
+    if re.search(f"[{_SURROGATES}]", name):
+        raise refuse("lone surrogates are not allowed (the name is not valid Unicode)")
+    if not short and len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise UnsafeNameError(
+            f"unsafe entry name {name[:64]!r}...: {len(name.encode('utf-8'))} bytes of UTF-8,"
+            f" over the {MAX_NAME_BYTES} a zip header can hold",
+            entry=name,
+        )
     body = name[:-1] if name.endswith("/") else name
     for segment in body.split("/"):
         if segment in ("", ".", ".."):
@@ -88,7 +114,9 @@ def check_portable(name: str, *, max_length: int = 1024, windows: bool | None = 
 
     Raises:
         UnsafeNameError: the name is unsafe, too long, has a segment longer than 255 bytes, or
-            (on Windows) uses a reserved device name or a character Windows forbids.
+            (on Windows) uses a reserved device name (``CON``, ``PRN``, ``AUX``, ``NUL``,
+            ``CONIN$``, ``CONOUT$``, ``COM0``-``COM9``, ``LPT0``-``LPT9`` and their ``¹²³``
+            forms, in any case, with any extension) or a character Windows forbids.
     """
     check_name(name)
     if len(name) > max_length:
@@ -165,11 +193,46 @@ _PARAM = re.compile(
 )
 
 
-def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
+def decode_ext_value(value: str) -> str:
+    """Decode an RFC 8187 extended value, ``charset'language'percent-encoded``.
+
+    Only the charsets RFC 8187 names, UTF-8 and ISO-8859-1 (any case), are accepted; an
+    empty charset is read as UTF-8.
+
+    Raises:
+        ProtocolError: the value is not an extended value, names another charset, or its
+            bytes are not valid in its charset.
+    """
+    charset, quote1, tail = value.partition("'")
+    _, quote2, encoded = tail.partition("'")
+    if not (quote1 and quote2):
+        raise ProtocolError(f"{value[:64]!r} is not an RFC 8187 value (charset'lang'value)")
+    codec = _EXT_CHARSETS.get(charset.lower() or "utf-8")
+    if codec is None:
+        raise ProtocolError(
+            f"charset {charset[:32]!r} in {value[:64]!r}: only UTF-8 and ISO-8859-1 are"
+            " accepted (RFC 8187)"
+        )
+    try:
+        return unquote_to_bytes(encoded).decode(codec)
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{value[:64]!r} is not valid {charset}") from None
+
+
+def parse_header_params(value: str, *, strict: bool = False) -> tuple[str, dict[str, str]]:
     """Split a header value such as ``attachment; filename="a.txt"`` into kind and params.
 
     Parameter names are lower-cased; quoted strings are unquoted; ``name*`` values
-    (RFC 8187, ``charset'lang'percent-encoded``) are decoded and stored under ``name*``.
+    (RFC 8187, ``charset'lang'percent-encoded``) are decoded with :func:`decode_ext_value`
+    and stored under ``name*``.
+
+    Args:
+        value: The header value.
+        strict: Raise on an extended value that cannot be decoded. When False it is left
+            out, as RFC 6266 asks of a recipient that cannot read it.
+
+    Raises:
+        ProtocolError: (``strict`` only) an extended value that cannot be decoded.
     """
     kind, _, rest = value.partition(";")
     params: dict[str, str] = {}
@@ -178,12 +241,12 @@ def parse_header_params(value: str) -> tuple[str, dict[str, str]]:
         if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
             raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
         if key.endswith("*"):
-            charset, _, tail = raw.partition("'")
-            _, _, encoded = tail.partition("'")
             try:
-                raw = unquote(encoded, encoding=charset or "utf-8", errors="strict")
-            except (LookupError, UnicodeDecodeError):
-                continue  # an undecodable extended value is ignored, as RFC 6266 asks
+                raw = decode_ext_value(raw)
+            except ProtocolError as error:
+                if strict:
+                    raise ProtocolError(f"parameter {key}: {error}") from None
+                continue
         params.setdefault(key, raw)
     return kind.strip().lower(), params
 
@@ -196,6 +259,10 @@ def parse_content_disposition(value: str) -> tuple[str, str | None]:
 
     Returns:
         ``(disposition, filename or None)``.
+
+    Raises:
+        ProtocolError: an extended parameter (``filename*``) names a charset other than UTF-8
+            or ISO-8859-1, or its bytes are not valid in its charset.
     """
-    kind, params = parse_header_params(value)
+    kind, params = parse_header_params(value, strict=True)
     return kind, params.get("filename*", params.get("filename"))

@@ -349,6 +349,10 @@ class FileSink:
                 self.start(event)
             elif isinstance(event, EntryEnd):
                 self.end(event)
+            else:  # End: give back the exec bits a zip recorded
+                from ._modes import restore_exec_bits
+
+                restore_exec_bits(self.saved, event, self._placed)
         if chunks:
             self.write(chunks)
 

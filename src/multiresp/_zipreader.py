@@ -13,10 +13,15 @@ event or ``NEED_DATA``. An entry is found from its local header alone; its data 
   carrying the optional signature can be found this way; a STORE entry whose descriptor has
   none cannot be read in a stream and is refused.
 
+Names are decoded as ``unzip`` decodes them (the Info-ZIP Unicode Path field, then UTF-8 when
+flagged or valid, then cp437), lose one leading ``./`` (bsdtar writes it), and then meet the
+name rule; bsdtar's bare ``./`` entry is read but gives no events.
+
 Limits are applied to each piece before it is handed out, and the inflater's output per step is
 bounded (``INFLATE_OUTPUT_STEP``), so a deflate bomb never exists in memory. After the last entry
 the central directory and the end records are parsed and checked against what streamed: the same
 names in the same order with the same CRC-32s and sizes, and no symbolic link or special file.
+The permission bits it records for Unix files ride on the ``End`` event.
 Only per-entry metadata is kept for that check, never the data.
 
 The module is pure: no I/O, no event loop, no clock.
@@ -58,6 +63,7 @@ INFLATE_INPUT_STEP = 128 << 10  # bytes: most compressed input given to the infl
 RATIO_FLOOR = 1 << 20  # bytes inflated before max_compression_ratio is enforced on an entry
 MAX_ZIP64_EXTENSIBLE = 64 << 10  # bytes of "extensible data" accepted in the zip64 end record
 RAW_DEFLATE_WBITS = -zlib.MAX_WBITS  # window bits for deflate without a zlib header
+MAX_TRAILING_PADDING = 64 << 10  # bytes of NULs accepted after the end record (bsdtar's blocks)
 SHOWN_NAME_MAX = 64  # characters of an over-long name quoted in an error message
 
 METHOD_AES = 99  # WinZip AES encryption
@@ -104,7 +110,9 @@ UINT64 = struct.Struct("<Q")
 
 EXTRA_UNIX_N = 0x756E  # "nu": ASi Unix extra field, holds the file mode
 EXTRA_UNICODE_PATH = 0x7075  # "up": Info-ZIP Unicode path (UTF-8 name + CRC of the raw name)
+ROOT_ENTRY = "./"  # the folder an archive was made from, as bsdtar lists it: nothing to create
 UNIX_HOSTS = frozenset({3, 19})  # "version made by" hosts whose external attributes hold a mode
+PERMISSION_BITS = 0o777  # of a Unix mode: setuid, setgid and sticky are never passed on
 REFUSED_FILE_TYPES = {
     stat.S_IFLNK: "a symbolic link",
     stat.S_IFCHR: "a character device",
@@ -240,6 +248,7 @@ class _Current:
     """The entry being read (mutable bookkeeping, not a value object)."""
 
     name: str
+    hidden: bool  # the bare "./" entry: read and checked, but no events
     is_dir: bool
     descriptor: bool  # flag bit 3: CRC and sizes follow the data
     zip64: bool  # the local header has a zip64 extra field: a descriptor has 64-bit sizes
@@ -308,18 +317,34 @@ def _parse_extra(extra: bytes, raw_name: bytes) -> _ExtraFields:
 
 
 def _decode_name(raw: bytes, flags: int, fields: _ExtraFields) -> str:
+    """The entry name, read as ``unzip``, ``bsdtar`` and ``7zz`` read it.
+
+    In order: the Info-ZIP Unicode Path extra field when its CRC-32 matches the raw name; the
+    raw name as UTF-8 when the language-encoding flag (bit 11) says so; else UTF-8 when the
+    bytes are valid UTF-8 (Info-ZIP ``zip`` 3.0 writes UTF-8 names without the flag, and
+    cp437 text with bytes over 0x7F is almost never valid UTF-8); else cp437.
+    """
     if fields.unicode_name is not None:
         return fields.unicode_name
-    if flags & FLAG_UTF8:
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        if flags & FLAG_UTF8:
             shown = raw.decode("utf-8", "replace")
             raise ProtocolError(
                 f"entry {shown!r}: its name is flagged UTF-8 but is not valid UTF-8",
                 entry=shown,
             ) from None
     return raw.decode("cp437")
+
+
+def _strip_dot(name: str) -> str:
+    """``name`` without one leading ``./``, as ``bsdtar -cf - .`` writes every name.
+
+    Only one is removed: ``././a`` keeps a ``.`` segment, which the name rule refuses. The
+    bare ``./`` entry (the archive's root folder itself) is returned as is and skipped.
+    """
+    return name[2:] if name.startswith("./") and name != ROOT_ENTRY else name
 
 
 def _zip64_values(name: str, fields: tuple[int, ...], *values: tuple[int, int]) -> tuple[int, ...]:
@@ -435,6 +460,9 @@ class ZipReader:
         "_error",
         "_last",
         "_limits",
+        "_modes",
+        "_modes_seen",
+        "_padding",
         "_phase",
         "_step",
         "_streamed",
@@ -457,6 +485,9 @@ class ZipReader:
         self._total = 0  # content bytes handed out, all entries
         self._streamed: collections.deque[_Streamed] = collections.deque()
         self._central_count = 0
+        self._modes: list[tuple[str, int]] = []  # (name, permission bits) from the directory
+        self._modes_seen: tuple[tuple[str, int], ...] = ()  # the same, once all were read
+        self._padding = 0  # NUL bytes seen after the end record
         self._cd_start: int | None = None
         self._zip64_end: tuple[int, int, int] | None = None  # entries, cd size, cd offset
         self._zip64_end_at: int | None = None
@@ -541,7 +572,10 @@ class ZipReader:
         if buf.size < end:
             return None
         raw = buf.peek(end)[LOCAL_HEADER.size :]
-        return raw.decode("utf-8" if fields[2] & FLAG_UTF8 else "cp437", "replace")
+        try:
+            return _decode_name(raw, fields[2], _ExtraFields())
+        except ProtocolError:
+            return raw.decode("utf-8", "replace")
 
     # -- signatures ----------------------------------------------------------------------------
 
@@ -581,7 +615,7 @@ class ZipReader:
 
     # -- local headers -------------------------------------------------------------------------
 
-    def _step_local(self) -> EntryStart | _Sentinel:
+    def _step_local(self) -> EntryStart | _Sentinel | None:
         buf = self._buf
         if buf.size < LOCAL_HEADER.size:
             return self._starve()
@@ -594,7 +628,8 @@ class ZipReader:
         header = buf.take(length)
         raw_name = header[LOCAL_HEADER.size : LOCAL_HEADER.size + name_len]
         fields = _parse_extra(header[LOCAL_HEADER.size + name_len :], raw_name)
-        name = _decode_name(raw_name, flags, fields)
+        name = _strip_dot(_decode_name(raw_name, flags, fields))
+        hidden = name == ROOT_ENTRY
         limits = self._limits
 
         for flag, why in REFUSED_FLAGS.items():
@@ -617,8 +652,9 @@ class ZipReader:
                 f" {limits.max_name_length} (max_name_length)",
                 entry=name,
             )
-        check_name(name)
-        self._entries += 1
+        if not hidden:
+            check_name(name)
+            self._entries += 1
         if self._entries > limits.max_files:
             raise LimitExceeded(
                 f"entry {name!r} is entry number {self._entries}, over the limit of"
@@ -659,6 +695,7 @@ class ZipReader:
 
         current = _Current(
             name=name,
+            hidden=hidden,
             is_dir=is_dir,
             descriptor=descriptor,
             zip64=bool(fields.zip64),
@@ -675,6 +712,8 @@ class ZipReader:
         elif descriptor:
             self._step = self._step_scan
         self._current = current
+        if hidden:
+            return None
         return EntryStart(
             name=name,
             size=declared_size,
@@ -826,7 +865,7 @@ class ZipReader:
             return None
         return self._end_entry(current)
 
-    def _step_descriptor(self) -> EntryEnd | _Sentinel:
+    def _step_descriptor(self) -> EntryEnd | _Sentinel | None:
         current = self._current
         assert current is not None
         buf = self._buf
@@ -861,7 +900,7 @@ class ZipReader:
                     entry=current.name,
                 )
 
-    def _end_entry(self, current: _Current) -> EntryEnd:
+    def _end_entry(self, current: _Current) -> EntryEnd | None:
         header_crc = current.header_crc
         said = (
             current.crc if header_crc is None else header_crc,
@@ -877,6 +916,8 @@ class ZipReader:
         self._current = None
         self._last = current.name
         self._step = self._step_signature
+        if current.hidden:
+            return None
         return EntryEnd(name=current.name, size=current.size, crc32=current.crc)
 
     # -- central directory and end records ------------------------------------------------------
@@ -896,7 +937,7 @@ class ZipReader:
         raw_name = record[CENTRAL_HEADER.size : CENTRAL_HEADER.size + name_len]
         extra = record[CENTRAL_HEADER.size + name_len : CENTRAL_HEADER.size + name_len + extra_len]
         fields = _parse_extra(extra, raw_name)
-        name = _decode_name(raw_name, flags, fields)
+        name = _strip_dot(_decode_name(raw_name, flags, fields))
         self._central_count += 1
         if not self._streamed:
             raise ProtocolError(
@@ -926,7 +967,14 @@ class ZipReader:
                     entry=name,
                 )
         if made_by >> 8 in UNIX_HOSTS:
-            _refuse_file_type(name, external >> 16, "mode in its central directory record")
+            mode = external >> 16
+            _refuse_file_type(name, mode, "mode in its central directory record")
+            if (
+                stat.S_IFMT(mode) in (stat.S_IFREG, 0)
+                and mode & PERMISSION_BITS
+                and not name.endswith("/")
+            ):
+                self._modes.append((name, mode & PERMISSION_BITS))
         self._step = self._step_signature
         return None
 
@@ -1000,11 +1048,25 @@ class ZipReader:
                     f" archive has {real}"
                 )
         self._step = self._step_done
+        self._modes_seen = tuple(self._modes)
         return self._step_done()
 
     def _step_done(self) -> End:
-        if self._buf.size:
-            raise ProtocolError(
-                f"{self._buf.size} bytes follow the end of the zip archive", entry=self._last
-            )
-        return End()
+        buf = self._buf
+        if buf.size:
+            # bsdtar writing to a pipe pads its output with NULs to a whole block (10,240
+            # bytes by default), as it does for tar; anything else after the end is refused.
+            size = buf.size
+            trailing = buf.take(min(size, MAX_TRAILING_PADDING + 1))
+            self._padding += len(trailing)
+            if trailing.strip(b"\0") or size > len(trailing):
+                raise ProtocolError(
+                    f"{size} bytes follow the end of the zip archive", entry=self._last
+                )
+            if self._padding > MAX_TRAILING_PADDING:
+                raise ProtocolError(
+                    f"over {MAX_TRAILING_PADDING} bytes of padding follow the end of the zip"
+                    " archive",
+                    entry=self._last,
+                )
+        return End(modes=self._modes_seen)
