@@ -9,7 +9,7 @@ bytes each call returns, in order::
     ...
     last   = writer.finish()                    # central directory, zip64 records, end record
 
-Each entry takes the first layout its facts allow (DESIGN.md, "Zip entries"):
+Each entry takes the first layout its facts allow:
 
 1. STORE with CRC-32 and sizes in the local header, no data descriptor: size and CRC known
    before the header (files on disk and bytes, whose CRC the caller computes ahead; every
