@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 
 import pytest
 import zipstream
@@ -103,13 +104,32 @@ def test_predicted_size_equals_written_size(entries: list[Item]) -> None:
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(names, st.integers(1, 100_000)), max_size=8, unique_by=lambda t: t[0]))
 def test_predicted_size_agrees_with_zipstream_ng(files: list[tuple[str, int]]) -> None:
-    """A second opinion: zipstream-ng's len() for the layout both share (sized STORE with a
-    data descriptor, no extra fields) must equal our prediction."""
+    """A second opinion: zipstream-ng's len() for sized STORE entries (no extra fields) must
+    equal our prediction for layout 1 plus the 16-byte data descriptor zipstream-ng adds to
+    each entry."""
     stream = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=True)
     for name, size in files:
         stream.add(bytes(size), name)
-    ours = zip_size(ZipEntryInfo(name=name, size=size) for name, size in files)
-    assert ours == len(stream)
+    ours = zip_size(ZipEntryInfo(name=name, size=size, crc32=0) for name, size in files)
+    assert ours + 16 * len(files) == len(stream)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items(max_size=140_000), st.sampled_from(["store", "deflate", "auto"]))
+def test_no_entry_is_stored_with_a_data_descriptor(entries: list[Item], compression: str) -> None:
+    """Java's ZipInputStream (and other streaming readers) refuse STORE with a descriptor, so
+    the writer never produces it; and a declared size frames stored blocks the same whatever
+    the chunks, so the prediction holds for any chunking."""
+    body = build(entries, compression)  # type: ignore[arg-type]
+    for item, local in zip(entries, local_headers(body), strict=True):
+        assert not (local.method == 0 and local.flags & 8), item.info.name
+        if local.method == 0:
+            assert (local.size, local.crc) == (len(item.data), zlib.crc32(item.data))
+    # An undeclared size is framed per chunk: only declared sizes are cut at fixed offsets.
+    rechunked = [Item(i.info, i.data, i.chunks if i.info.size is None else [], i.crc_ahead)
+                 for i in entries]  # fmt: skip
+    if compression == "store":
+        assert build(rechunked, "store") == body
 
 
 @settings(max_examples=30, deadline=None)
@@ -153,15 +173,14 @@ def test_layouts_follow_the_design() -> None:
     # 1. CRC and sizes in the local header, no descriptor
     assert (known.flags & 8, known.method, known.size, known.compressed) == (0, 0, 5, 5)
     assert known.crc == 0x3610A686
-    # 2. sizes in the local header, CRC in a descriptor
-    assert (nocrc.flags & 8, nocrc.method, nocrc.size, nocrc.crc) == (8, 0, 5, 0)
-    # 3. unknown size under "store": deflate made of stored blocks, with a descriptor
+    # 2. CRC or size not known ahead under "store": deflate stored blocks, with a descriptor
+    assert (nocrc.flags & 8, nocrc.method, nocrc.size, nocrc.crc) == (8, 8, 0, 0)
     assert (unsized.flags & 8, unsized.method) == (8, 8)
     # empty entries and directories always take layout 1
     assert (empty.flags & 8, empty.method, directory.flags & 8) == (0, 0, 0)
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
-        info = archive.getinfo("unsized.txt")
-        assert info.compress_size == 5 + 5 + 5  # one stored block + the empty final block
+        for name in ("nocrc.txt", "unsized.txt"):  # one stored block + the empty final block
+            assert archive.getinfo(name).compress_size == 5 + 5 + 5
         assert archive.getinfo("dir/").is_dir()
         assert archive.getinfo("dir/").external_attr >> 16 == 0o40755
         assert archive.getinfo("known.txt").external_attr >> 16 == 0o100644
@@ -247,3 +266,29 @@ def test_many_entries_switch_to_zip64_end_records_only() -> None:
         assert len(infos) == count
         assert archive.read(infos[-1]) == b"a"
         assert not infos[0].extra.startswith(b"\x01\x00")  # the first entry stays zip32
+
+
+@pytest.mark.parametrize(
+    "size",
+    [1, 65_535, 65_536, 131_070, 131_071, 0xFFFF_FFFF - 5 * 65_537 - 10, 0xFFFF_FFFF - 10],
+)
+def test_stored_blocks_of_declared_size_are_predicted_exactly(size: int) -> None:
+    """A sized entry without a CRC ahead: 5 bytes per started 65,535-byte block plus the
+    final empty block, and zip64 as soon as the framed data reaches 4 GiB, not the data."""
+    blocks = -(-size // 65_535)
+    framed = size + 5 * blocks + 5
+    writer = ZipWriter()
+    header = writer.start_entry(ZipEntryInfo(name="once.bin", size=size))
+    method, zip64 = struct.unpack_from("<H", header, 8)[0], b"\x01\x00\x10\x00" in header
+    assert (method, zip64) == (8, framed >= 0xFFFF_FFFF)
+    writer.skip(size)
+    tail = writer.end_entry()
+    assert len(tail) == 5 + (24 if zip64 else 16)  # final block + descriptor
+    assert writer.offset == len(header) + framed + 16 + (8 if zip64 else 0)
+    if size < 300_000:  # the real bytes, in odd chunks, take exactly the predicted length
+        data = os.urandom(size)
+        body = build([Item(ZipEntryInfo(name="once.bin", size=size), data, [1, 70_000], False)])
+        assert zip_size([ZipEntryInfo(name="once.bin", size=size)]) == len(body)
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            assert archive.getinfo("once.bin").compress_size == framed
+            assert archive.read("once.bin") == data

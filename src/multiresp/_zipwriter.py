@@ -14,11 +14,14 @@ Each entry takes the first layout its facts allow (docs/design.md, "Layouts"):
 1. STORE with CRC-32 and sizes in the local header, no data descriptor: size and CRC known
    before the header (files on disk and bytes, whose CRC the caller computes ahead; every
    empty entry and every directory, whose CRC is 0).
-2. STORE with sizes in the local header and the CRC in a data descriptor: size known, CRC not
-   (a one-shot iterable with a declared size).
-3. DEFLATE with a data descriptor: size unknown, or compression asked for. Under "store" an
-   unknown size is written as a deflate stream of stored blocks (5 bytes of framing per
-   65,535 of data), because only deflate marks its own end for a streaming reader.
+2. DEFLATE with a data descriptor: the CRC or the size is not known ahead, or compression is
+   asked for. An entry that is not compressed (under "store", or "auto" finding it does not
+   pay) but whose CRC comes only after its data is written as a deflate stream of *stored
+   blocks*: 5 bytes of framing per 65,535 bytes of data, plus a 5-byte empty final block.
+   Only deflate marks its own end for a streaming reader, and Java's ``ZipInputStream``
+   refuses STORE with a data descriptor, so no entry needs a reader to accept that. When the
+   size is declared, the blocks are cut at fixed offsets from the entry's start (not where
+   the chunks fall), so the length stays exactly predictable.
 
 zip64 appears only where needed: in an entry whose size needs it, in the central-directory
 record of an entry whose offset needs it, and in the end records when the archive needs it.
@@ -196,6 +199,17 @@ def _time_extra(unix_time: int) -> bytes:
     return EXTENDED_TIMESTAMP.pack(EXTRA_TIMESTAMP, 5, 1, unix_time)
 
 
+def _stored_block_count(start: int, stop: int) -> int:
+    """How many stored blocks begin in data bytes ``[start, stop)``, blocks being cut every
+    ``STORED_BLOCK_MAX`` bytes from 0."""
+    return -(-stop // STORED_BLOCK_MAX) - -(-start // STORED_BLOCK_MAX)
+
+
+def _stored_deflate_size(size: int) -> int:
+    """The exact length of ``size`` bytes as deflate stored blocks, final empty block included."""
+    return size + len(STORED_BLOCK_FINAL) * (_stored_block_count(0, size) + 1)
+
+
 def _deflate_bound(size: int) -> int:
     """Most bytes a deflate stream of ``size`` bytes can take (zlib's deflateBound, stored)."""
     return size + (size >> 12) + (size >> 14) + (size >> 25) + 13 + 5 * (size // STORED_BLOCK_MAX)
@@ -224,7 +238,7 @@ class _Current:
     zip64_local: bool
     offset: int
     attributes: int
-    stored_deflate: bool
+    stored_deflate: bool  # uncompressed data framed as deflate stored blocks (layout 2)
     compressor: _Compressor | None
     size: int = 0
     compressed: int = 0
@@ -313,10 +327,17 @@ class ZipWriter:
         is_dir = name.endswith("/")
         declared = 0 if is_dir else info.size
         deflate = self.compression != "store" and self.will_deflate(info, sample)
-        stored_deflate = not deflate and declared is None
-        crc_given = declared == 0 or (info.crc32 is not None and not deflate and not stored_deflate)
-        if deflate or stored_deflate:
-            method, bound = METHOD_DEFLATE, None if declared is None else _deflate_bound(declared)
+        # Layout 1 needs the size and the CRC before the data; anything else is deflate.
+        crc_given = (
+            not deflate and declared is not None and (declared == 0 or info.crc32 is not None)
+        )
+        stored_deflate = not deflate and not crc_given
+        if declared is None:
+            method, bound = METHOD_DEFLATE, None
+        elif deflate:
+            method, bound = METHOD_DEFLATE, _deflate_bound(declared)
+        elif stored_deflate:
+            method, bound = METHOD_DEFLATE, _stored_deflate_size(declared)
         else:
             method, bound = METHOD_STORE, declared
         zip64_local = bound is not None and bound >= ZIP32_MAX
@@ -341,7 +362,7 @@ class ZipWriter:
         )  # fmt: skip
 
         crc_field = crc if crc_given else 0
-        size_field = declared if method == METHOD_STORE and declared is not None else 0  # 1, 2
+        size_field = declared if method == METHOD_STORE and declared is not None else 0  # 1
         extra = time_extra
         if zip64_local:
             extra = (
@@ -382,7 +403,7 @@ class ZipWriter:
         if current.compressor is not None:
             out = current.compressor.compress(data)
         elif current.stored_deflate:
-            out = self._stored_blocks(data)
+            out = self._stored_blocks(current, data)
         else:
             out = data
         current.compressed += len(out)
@@ -390,16 +411,21 @@ class ZipWriter:
         return self._emit(out)
 
     def skip(self, size: int) -> None:
-        """Account for ``size`` bytes of a stored entry without producing them.
+        """Account for ``size`` bytes of an uncompressed entry of declared size without
+        producing them (stored, or deflate stored blocks, whose framing it counts).
 
         Used to predict sizes and map byte ranges: the layout depends on lengths only.
         """
         current = self._current
-        if current is None or current.method != METHOD_STORE:
-            raise RuntimeError("skip() works only inside a stored entry of declared size")
+        if current is None or current.compressor is not None or current.declared is None:
+            raise RuntimeError("skip() works only inside an uncompressed entry of declared size")
+        start = current.size
         current.size += size
-        current.compressed += size
-        self.offset += size
+        framed = size
+        if current.stored_deflate:
+            framed += len(STORED_BLOCK_FINAL) * _stored_block_count(start, current.size)
+        current.compressed += framed
+        self.offset += framed
 
     def end_entry(self) -> bytes:
         """End the current entry; return what follows its data (flush, data descriptor).
@@ -460,13 +486,28 @@ class ZipWriter:
         return data
 
     @staticmethod
-    def _stored_blocks(data: bytes) -> bytes:
+    def _stored_blocks(current: _Current, data: bytes) -> bytes:
+        """``data`` (already counted in ``current.size``) framed as deflate stored blocks.
+
+        With a declared size the blocks are cut every 65,535 bytes from the entry's start,
+        wherever the chunks fall, so the framing depends on the size only (see :meth:`skip`);
+        without one, from the chunk's start. ``data`` is returned as is when no block begins
+        in it.
+        """
+        if current.declared is None:
+            start, end = 0, len(data)
+        else:
+            start, end = current.size - len(data), current.declared
+        stop = start + len(data)
+        first = -(-start // STORED_BLOCK_MAX) * STORED_BLOCK_MAX
+        if first >= stop:
+            return data
         view = memoryview(data)
-        parts: list[bytes | memoryview] = []
-        for start in range(0, len(view), STORED_BLOCK_MAX):
-            block = view[start : start + STORED_BLOCK_MAX]
-            parts.append(struct.pack("<BHH", 0, len(block), len(block) ^ 0xFFFF))
-            parts.append(block)
+        parts: list[bytes | memoryview] = [view[: first - start]]
+        for at in range(first, stop, STORED_BLOCK_MAX):
+            length = min(STORED_BLOCK_MAX, end - at)
+            parts.append(struct.pack("<BHH", 0, length, length ^ 0xFFFF))
+            parts.append(view[at - start : at - start + STORED_BLOCK_MAX])
         return b"".join(parts)
 
     @staticmethod
@@ -523,7 +564,8 @@ def zip_size(infos: Iterable[ZipEntryInfo]) -> int:
 
     The prediction runs a :class:`ZipWriter` over the entries without their data, so it
     cannot disagree with what the writer produces. Each info must have a size; give ``crc32``
-    (any value) for the entries whose CRC will be known ahead, as the writer will be told.
+    (any value) for the entries whose CRC will be known ahead, as the writer will be told
+    (layout 1); the others are counted as deflate stored blocks (layout 2).
 
     Raises:
         ValueError: an entry has no size.
