@@ -98,7 +98,20 @@ def render_page(*, base: str, root_name: str, folder: str, rows: list[Row]) -> s
         summary=html.escape(f"{files} file{'s' if files != 1 else ''}, {human_bytes(total)}"),
         action=_url(base, "zip", folder),
         rows=body,
+        file_icon=_FILE_ICON,
+        folder_icon=_FOLDER_ICON,
     )
+
+
+_SVG = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E"
+_FILE_ICON = _SVG + (
+    "%3Cpath fill='none' stroke='%2398a2b3' stroke-width='1.2' "
+    "d='M3.5 1.5h6l3 3v10h-9z M9.5 1.5v3h3'/%3E%3C/svg%3E"
+)
+_FOLDER_ICON = _SVG + (
+    "%3Cpath fill='%23e0a526' d='M1 3.5C1 2.7 1.7 2 2.5 2h3.6l1.6 1.6h5.8c.8 0 1.5.7 "
+    "1.5 1.5v7.4c0 .8-.7 1.5-1.5 1.5h-11C1.7 14 1 13.3 1 12.5z'/%3E%3C/svg%3E"
+)
 
 
 _TEMPLATE = """<!doctype html>
@@ -121,8 +134,10 @@ header {{ display: flex; flex-wrap: wrap; gap: .5rem 1.5rem; align-items: baseli
 h1 {{ font-size: 1.15rem; margin: 0; font-weight: 600; overflow-wrap: anywhere; }}
 h1 .sep {{ color: var(--muted); padding: 0 .35rem; font-weight: 400; }}
 h1 a {{ color: inherit; }}
-.whole {{ color: var(--muted); }}
-.whole a {{ margin-left: .5rem; }}
+.whole {{ color: var(--muted); display: flex; flex-wrap: wrap; gap: .4rem; align-items: baseline; }}
+.whole a, .get a {{ display: inline-block; border: 1px solid var(--line); border-radius: 999px;
+  padding: .05rem .6rem; font-size: .85rem; }}
+.whole a:hover, .get a:hover {{ border-color: var(--accent); text-decoration: none; }}
 a {{ color: var(--accent); text-decoration: none; }}
 a:hover {{ text-decoration: underline; }}
 table {{ width: 100%; border-collapse: collapse; margin-top: .5rem; }}
@@ -131,17 +146,21 @@ th, td {{ padding: .5rem .5rem; border-bottom: 1px solid var(--line); vertical-a
 tbody tr:hover {{ background: var(--panel); }}
 .pick {{ width: 2rem; }}
 .pick input {{ width: 1.1rem; height: 1.1rem; margin: .15rem 0 0; }}
-.name {{ overflow-wrap: anywhere; }}
+.name {{ overflow-wrap: anywhere; width: 100%; }}
 .name a.dir {{ font-weight: 600; }}
-.name a.dir::before {{ content: "\\1F4C1\\00A0"; }}
+.name a {{ display: inline-flex; align-items: baseline; }}
+.name a::before {{ content: ""; flex: none; width: 1.1em; height: 1.1em; align-self: center;
+  margin-right: .4rem; background: url("{file_icon}") no-repeat center / contain; }}
+.name a.dir::before {{ background-image: url("{folder_icon}"); }}
 .count {{ color: var(--muted); font-size: .85rem; margin-left: .5rem; white-space: nowrap; }}
 .size {{ text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }}
 .date {{ white-space: nowrap; color: var(--muted); font-variant-numeric: tabular-nums; }}
 .get {{ white-space: nowrap; text-align: right; }}
-.get a + a {{ margin-left: .6rem; }}
+.get a + a {{ margin-left: .4rem; }}
 .empty {{ color: var(--muted); text-align: center; padding: 2rem; }}
 .bar {{ position: fixed; left: 0; right: 0; bottom: 0; background: var(--panel);
   border-top: 1px solid var(--line); }}
+#total {{ white-space: nowrap; }}
 .bar div {{ max-width: 68rem; margin: 0 auto; padding: .75rem 1rem; display: flex;
   gap: 1rem; align-items: center; justify-content: space-between; }}
 button {{ font: inherit; font-weight: 600; color: #fff; background: var(--accent); border: 0;
@@ -150,10 +169,12 @@ button:disabled {{ opacity: .45; cursor: default; }}
 @media (max-width: 40rem) {{
   body {{ font-size: 16px; }}
   main {{ padding: .75rem .6rem 5.5rem; }}
-  .date, th.date {{ display: none; }}
-  .get a {{ display: block; }}
-  .get a + a {{ margin-left: 0; }}
-  .count {{ display: block; margin-left: 0; }}
+  .date, th.date, th:last-child, td.get:empty {{ display: none; }}
+  table, thead, tbody {{ display: block; }}
+  tr {{ display: grid; grid-template-columns: 2rem 1fr auto;
+    border-bottom: 1px solid var(--line); }}
+  th, td {{ border-bottom: 0; }}
+  td.get {{ grid-column: 2 / 4; text-align: left; padding-top: 0; }}
 }}
 </style>
 </head>
@@ -161,7 +182,9 @@ button:disabled {{ opacity: .45; cursor: default; }}
 <main>
 <header>
 <h1>{crumbs}</h1>
-<div class="whole">{summary}<a href="{zip}">zip</a><a href="{multipart}">multipart</a></div>
+<div class="whole"><span>{summary}</span>
+<a href="{zip}" title="this whole folder as one zip">zip</a>
+<a href="{multipart}" title="this whole folder as multipart/mixed">multipart</a></div>
 </header>
 <form id="pick" method="get" action="{action}">
 <table>
@@ -172,7 +195,7 @@ button:disabled {{ opacity: .45; cursor: default; }}
 </tbody>
 </table>
 <div class="bar"><div><span id="total">Nothing selected</span>
-<button type="submit" id="download">Download selected as zip</button></div></div>
+<button type="submit" id="download">Download as zip</button></div></div>
 </form>
 </main>
 <script>
