@@ -119,6 +119,16 @@ def test_one_file_with_range(gateway: str, share: pathlib.Path) -> None:
     assert httpx.get(gateway + "/files/sub").status_code == 404  # a folder is not a file
 
 
+def test_a_link_inside_keeps_its_own_name(gateway: str) -> None:
+    assert (
+        'filename="in.txt"' in httpx.get(gateway + "/files/in.txt").headers["content-disposition"]
+    )
+    reply = httpx.get(gateway + "/zip/in.txt")
+    assert 'filename="in.zip"' in reply.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(reply.content)) as archive:
+        assert archive.namelist() == ["in.txt"]
+
+
 def test_page_lists_the_folder_and_escapes_names(gateway: str) -> None:
     page = httpx.get(gateway + "/").text
     assert "&lt;script&gt;x.txt" in page

@@ -130,11 +130,11 @@ class _Gateway:
         """The entries a ``/zip`` or ``/multipart`` request asks for, and a download name."""
         found = self.target(request)
         names = request.query_params.getlist("name")
-        stem = found.path.name if found.relative else self.root.name
+        stem = posixpath.basename(found.relative) or self.root.name
         if not names:
             if found.is_dir:
                 return walk(found.path), stem
-            return [Entry.from_path(found.path, found.path.name)], found.path.stem
+            return [Entry.from_path(found.path, stem)], posixpath.splitext(stem)[0] or stem
         if not found.is_dir:
             raise HTTPException(404)
         entries: dict[str, Entry] = {}
@@ -164,7 +164,8 @@ class _Gateway:
         found = self.target(request)
         if found.is_dir:
             raise HTTPException(404)
-        return FileResponse(found.path, filename=found.path.name, content_disposition_type="inline")
+        name = posixpath.basename(found.relative)
+        return FileResponse(found.path, filename=name, content_disposition_type="inline")
 
     async def page(self, request: Request) -> Response:
         found = self.target(request)
