@@ -9,6 +9,7 @@ import pathlib
 import re
 import socket
 import stat
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 
@@ -225,6 +226,22 @@ def test_access_log_has_size_and_duration(
         for line in lines
     ), lines  # fmt: skip
     assert any('"GET /files/nope" 404' in line for line in lines), lines
+
+
+def test_access_log_says_when_a_transfer_broke_off(
+    share: pathlib.Path, live_server: Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    (share / "big.bin").write_bytes(os.urandom(64 << 20))
+    url = live_server(create_app(share)).url
+    with caplog.at_level(logging.INFO, logger="multiresp.gateway"):
+        with httpx.stream("GET", url + "/zip/?name=big.bin") as response:
+            next(response.iter_raw())  # the first bytes, then hang up
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not caplog.records:
+            time.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.name == "multiresp.gateway"]
+    assert len(lines) == 1 and lines[0].endswith(" (broke off)"), lines
+    assert '"GET /zip/?name=big.bin" 200, ' in lines[0]
 
 
 def test_not_a_folder(tmp_path: pathlib.Path) -> None:

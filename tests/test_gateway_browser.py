@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
 
 from multiresp.gateway import create_app
 
@@ -25,9 +27,6 @@ DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 WAIT = 30  # seconds for the browser to start, load or download
 WIDE = (1200, 720)  # CSS pixels of the desktop screenshot
 PHONE = (390, 844)  # CSS pixels of a phone held upright
-
-webdriver = pytest.importorskip("selenium.webdriver")
-By = pytest.importorskip("selenium.webdriver.common.by").By
 
 
 @pytest.fixture
@@ -103,6 +102,21 @@ def wait_for(condition: Callable[[], Any], what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def downloaded_zip(folder: pathlib.Path) -> pathlib.Path:
+    """The zip the browser saved, once complete: Chrome reserves the name with an empty file
+    and writes to a ``.crdownload`` file, renamed over it at the end."""
+
+    def complete() -> list[pathlib.Path]:
+        names = list(folder.iterdir())
+        if any(p.suffix == ".crdownload" for p in names):
+            return []
+        return [p for p in names if p.suffix == ".zip" and zipfile.is_zipfile(p)]
+
+    found = wait_for(complete, "the zip to download")
+    assert len(found) == 1, found
+    return found[0]
+
+
 def row_names(driver: Any) -> list[str]:
     return [a.text for a in driver.find_elements(By.CSS_SELECTOR, "td.name a")]
 
@@ -154,10 +168,7 @@ def test_page_lists_selects_and_downloads_exactly_the_picked_files(
     browser.get_screenshot_as_file(str(DOCS / "gateway.png"))
 
     button.click()
-    archive_path = wait_for(
-        lambda: [p for p in browser.downloads.iterdir() if p.suffix == ".zip"],
-        "the zip to download",
-    )[0]
+    archive_path = downloaded_zip(browser.downloads)
     with zipfile.ZipFile(archive_path) as archive:
         assert archive.testzip() is None
         got = {info.filename: archive.read(info) for info in archive.infolist()}
@@ -179,10 +190,7 @@ def test_page_browses_into_a_folder_and_selects_all(
     reports = sum(p.stat().st_size for p in (share / "reports").iterdir())
     assert browser.find_element(By.ID, "total").text == f"3 selected · {reports} B"
     browser.find_element(By.ID, "download").click()
-    archive_path = wait_for(
-        lambda: [p for p in browser.downloads.iterdir() if p.suffix == ".zip"],
-        "the zip to download",
-    )[0]
+    archive_path = downloaded_zip(browser.downloads)
     with zipfile.ZipFile(archive_path) as archive:
         assert archive.namelist() == ["report-0.json", "report-1.json", "report-2.json"]
 

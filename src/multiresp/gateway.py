@@ -31,6 +31,8 @@ import posixpath
 import stat
 import time
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -152,25 +154,35 @@ class _Gateway:
             stem = posixpath.basename(names[0].rstrip("/")) or stem
         return sorted(entries.values(), key=lambda e: e.name), stem
 
+    # The endpoints stat and walk folders in a worker thread: a big folder never blocks the loop.
+
     async def zip(self, request: Request) -> Response:
-        entries, stem = self.selection(request)
+        entries, stem = await anyio.to_thread.run_sync(self.selection, request)
         return ZipStreamResponse(entries, filename=f"{stem}.zip")
 
     async def multipart(self, request: Request) -> Response:
-        entries, _ = self.selection(request)
+        entries, _ = await anyio.to_thread.run_sync(self.selection, request)
         return MultipartResponse(entries)
 
     async def file(self, request: Request) -> Response:
-        found = self.target(request)
+        found = await anyio.to_thread.run_sync(self.target, request)
         if found.is_dir:
             raise HTTPException(404)
         name = posixpath.basename(found.relative)
         return FileResponse(found.path, filename=name, content_disposition_type="inline")
 
     async def page(self, request: Request) -> Response:
-        found = self.target(request)
+        found = await anyio.to_thread.run_sync(self.target, request)
         if not found.is_dir:
             raise HTTPException(404)
+        rows = await anyio.to_thread.run_sync(self.listing, found)
+        base = request.scope.get("root_path", "")
+        return HTMLResponse(
+            render_page(base=base, root_name=self.root.name, folder=found.relative, rows=rows)
+        )
+
+    def listing(self, found: _Found) -> list[Row]:
+        """The rows of a folder's page: its files, and its folders with what they hold."""
         rows: dict[str, Row] = {}
         for entry in walk(found.path):
             head, sep, _ = entry.name.partition("/")
@@ -183,15 +195,7 @@ class _Gateway:
             row.files += 1
             if entry.mtime is not None and (row.mtime is None or entry.mtime > row.mtime):
                 row.mtime = entry.mtime
-        base = request.scope.get("root_path", "")
-        return HTMLResponse(
-            render_page(
-                base=base,
-                root_name=self.root.name,
-                folder=found.relative,
-                rows=sorted(rows.values(), key=lambda r: (not r.is_dir, r.name.lower())),
-            )
-        )
+        return sorted(rows.values(), key=lambda r: (not r.is_dir, r.name.lower()))
 
 
 class _AccessLog:
