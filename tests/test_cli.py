@@ -224,6 +224,30 @@ def test_get_prints_plain_progress_lines_when_piped(app_url: str, tmp_path: path
     assert run.stdout.startswith("Saved 2 files, 1.9 MiB in ")
 
 
+def test_get_stops_on_ctrl_c_with_one_line_and_no_partial_file(
+    app_url: str, tmp_path: pathlib.Path
+) -> None:
+    dest = tmp_path / "d"
+    get = subprocess.Popen(
+        [str(SCRIPT), "get", app_url + "/slow", "-o", str(dest)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert get.stderr is not None
+    first = get.stderr.readline()  # a progress line: big.bin is on its way
+    assert "big.bin" in first, first
+    get.send_signal(signal.SIGINT)
+    out, err = get.communicate(timeout=TIMEOUT)
+    assert get.returncode == 130
+    assert out == ""
+    assert err.endswith("\nmultiresp get: error: interrupted\n") or err == (
+        "multiresp get: error: interrupted\n"
+    )
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert sorted(p.name for p in dest.iterdir()) == ["first.txt"]  # verified before, kept
+
+
 def test_get_draws_a_progress_bar_on_a_terminal(app_url: str, tmp_path: pathlib.Path) -> None:
     tmux = require_tool("tmux")
     socket_name = f"multiresp-test-{os.getpid()}"

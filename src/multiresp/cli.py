@@ -138,17 +138,16 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 class _PlainLines:
-    """The progress callback when stderr is not a terminal: a plain line every second."""
+    """The progress callback when stderr is not a terminal: a plain line each second."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._started = time.monotonic()
-        self._last: float | None = None
+        self._started = self._last = time.monotonic()
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
-        if self._last is not None and now - self._last < PLAIN_INTERVAL:
-            return
+        if now - self._last < PLAIN_INTERVAL:
+            return  # the first line after a second: a rate from the first packet means nothing
         self._last = now
         print(plain_line(progress, now - self._started), file=self._stream, flush=True)
 
