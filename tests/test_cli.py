@@ -60,6 +60,9 @@ def serving(root: pathlib.Path, *command: str) -> Iterator[tuple[str, subprocess
         if server.poll() is None:
             server.kill()
             server.wait()
+        for stream in (server.stdout, server.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def sample(root: pathlib.Path) -> dict[str, bytes]:
@@ -228,17 +231,21 @@ def test_get_stops_on_ctrl_c_with_one_line_and_no_partial_file(
     app_url: str, tmp_path: pathlib.Path
 ) -> None:
     dest = tmp_path / "d"
-    get = subprocess.Popen(
+    with subprocess.Popen(
         [str(SCRIPT), "get", app_url + "/slow", "-o", str(dest)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    assert get.stderr is not None
-    first = get.stderr.readline()  # a progress line: big.bin is on its way
-    assert "big.bin" in first, first
-    get.send_signal(signal.SIGINT)
-    out, err = get.communicate(timeout=TIMEOUT)
+    ) as get:
+        try:
+            assert get.stderr is not None
+            first = get.stderr.readline()  # a progress line: big.bin is on its way
+            assert "big.bin" in first, first
+            get.send_signal(signal.SIGINT)
+            out, err = get.communicate(timeout=TIMEOUT)
+        finally:
+            if get.poll() is None:
+                get.kill()
     assert get.returncode == 130
     assert out == ""
     assert err.endswith("\nmultiresp get: error: interrupted\n") or err == (

@@ -15,18 +15,21 @@ import logging
 import pathlib
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from ._progress import human_bytes, plain_line
-from .client import Progress, download
+from ._types import SavedFile
+from .client import Progress, _client, download
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 PLAIN_INTERVAL = 1.0  # seconds between two progress lines when stderr is not a terminal
 GRACEFUL_SHUTDOWN = 5  # seconds Ctrl-C waits for transfers in flight before closing them
 ACCEPT = {"zip": "application/zip", "multipart": "multipart/mixed"}
+WAKE_INTERVAL = 0.2  # seconds: how often the main thread wakes to notice Ctrl-C
 EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by SIGINT
 
 
@@ -159,7 +162,7 @@ def _get(url: str, dest: pathlib.Path, *, fmt: str | None, progress: bool) -> in
         reporter = True if sys.stderr.isatty() else _PlainLines(sys.stderr)
     started = time.perf_counter()
     try:
-        saved = download(url, dest, progress=reporter, headers=headers)
+        saved = _download_until_interrupted(url, dest, progress=reporter, headers=headers)
     except KeyboardInterrupt:
         return _fail("get", "interrupted", status=EXIT_INTERRUPTED)
     except Exception as exc:  # every failure is one line, never a traceback
@@ -170,6 +173,40 @@ def _get(url: str, dest: pathlib.Path, *, fmt: str | None, progress: bool) -> in
     files = "1 file" if len(saved) == 1 else f"{len(saved)} files"
     print(f"Saved {files}, {human_bytes(size)} in {elapsed:.2f} s ({rate}) to {dest}", flush=True)
     return 0
+
+
+def _download_until_interrupted(url: str, dest: pathlib.Path, **options: Any) -> list[SavedFile]:
+    """``download`` on a worker thread, so that Ctrl-C never lands in the middle of it.
+
+    On Ctrl-C the main thread closes the HTTP client: the transfer then fails the way a dropped
+    connection does, ``download`` removes what it had not verified, and KeyboardInterrupt is
+    raised here. A second Ctrl-C leaves at once (the worker is a daemon thread).
+    """
+    outcome: list[list[SavedFile] | BaseException] = []
+    done = threading.Event()  # not Thread.join: once Ctrl-C interrupts it, it may not wait again
+    with _client() as http:
+
+        def run() -> None:
+            try:
+                outcome.append(download(url, dest, client=http, **options))
+            except BaseException as exc:  # handed to the main thread
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="multiresp-get", daemon=True).start()
+        try:
+            while not done.wait(WAKE_INTERVAL):
+                pass
+        except KeyboardInterrupt:
+            http.close()
+            while not done.wait(WAKE_INTERVAL):
+                pass
+            raise
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _one_line(exc: BaseException) -> str:
