@@ -2,7 +2,8 @@
 
 1. ``python -m build``: the sdist, then the wheel built from that sdist (so a file missing from
    the sdist breaks the wheel here, not on a user's machine);
-2. ``twine check --strict``: the metadata and the README render as the package index shows them;
+2. ``twine check --strict``: the metadata and the README render as the package index shows them,
+   with the README's links into the repository turned into plain text (no broken links there);
 3. the wheel installed into a fresh venv (its dependencies from the package index, no extras):
    the license and ``py.typed`` are in it, every public module imports on its own, and every
    console script of ``[project.scripts]`` runs ``--help``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,6 +54,12 @@ def check_wheel_files(wheel: pathlib.Path, package: str) -> None:
     assert f"{package}/py.typed" in names, "py.typed is missing: users' type checkers see Any"
     licenses = [n for n in names if ".dist-info/" in n and n.rsplit("/", 1)[-1] == "LICENSE"]
     assert licenses, "the wheel carries no LICENSE"
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    description = zipfile.ZipFile(wheel).read(metadata).decode().partition("\n\n")[2]
+    assert "## Quick start" in description, "the long description is not the README"
+    targets = re.findall(r"\]\(([^)\s]+)", description)
+    relative = [t for t in targets if not t.startswith(("https://", "http://", "#", "mailto:"))]
+    assert not relative, f"the package index page would carry broken links: {relative}"
 
 
 def main() -> int:

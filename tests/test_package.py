@@ -291,8 +291,17 @@ def test_mypy_strict_accepts_users_code_typed_with_the_public_literal(
 
 
 def test_readme_links_resolve_on_the_package_index() -> None:
-    """The README is the long description on PyPI, where links relative to the repo break."""
+    """The README is the long description on PyPI, where links relative to the repo break: the
+    build turns them into plain text (pyproject's fancy-pypi-readme substitutions), and every
+    relative link must still lead to a file of the repository."""
     readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)", readme) + re.findall(r"<img[^>]+src=\"([^\"]+)", readme)
+    relative = [t for t in targets if not t.startswith(("https://", "http://", "#", "mailto:"))]
+    assert all((ROOT / target).is_file() for target in relative), relative
+    for substitution in PYPROJECT["tool"]["hatch"]["metadata"]["hooks"]["fancy-pypi-readme"][
+        "substitutions"
+    ]:
+        readme = re.sub(substitution["pattern"], substitution["replacement"], readme)
     targets = re.findall(r"\]\(([^)\s]+)", readme) + re.findall(r"<img[^>]+src=\"([^\"]+)", readme)
     relative = [t for t in targets if not t.startswith(("https://", "http://", "#", "mailto:"))]
     assert not relative, f"links that resolve only inside the repository: {relative}"

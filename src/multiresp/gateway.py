@@ -1,0 +1,252 @@
+"""A gateway over one folder: a browsable page, and any file or selection as zip or multipart.
+
+::
+
+    from multiresp.gateway import create_app
+
+    app = create_app("/srv/share")          # run it: uvicorn, or `multiresp serve /srv/share`
+    api.mount("/share", create_app("/srv/share"))   # or mount it in a FastAPI/Starlette app
+
+Routes (``{path}`` is relative to the folder; ``GET /zip/`` is all of it):
+
+- ``GET /`` and ``GET /browse/{path}``: the HTML page of a folder;
+- ``GET /zip/{path}``: a streaming zip of that file or folder, or with repeated ``?name=``
+  of those names inside it; ``GET /multipart/{path}``: the same as ``multipart/mixed``;
+- ``GET /files/{path}``: one file, with ``Range``, as Starlette's ``FileResponse`` serves it.
+
+Every path from a request, in the URL or in ``?name=``, goes through :meth:`_Gateway.resolve`,
+the one place that maps request paths to the disk: nothing outside the folder (``..``, absolute
+paths, symbolic links leading out) and nothing but regular files and folders (no FIFO, socket
+or device) is ever reached; anything else is 404. The access log (the ``multiresp.gateway``
+logger, at INFO) gets one line per response when its body ends, with its size and duration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pathlib
+import posixpath
+import stat
+import time
+
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._entries import Entry, walk
+from ._errors import UnsafeNameError
+from ._names import check_name
+from ._page import Row, render_page
+from ._progress import human_bytes
+from .responses import MultipartResponse, ZipStreamResponse
+
+__all__ = ("create_app",)
+
+logger = logging.getLogger("multiresp.gateway")
+
+_ENCODED_SEPARATORS = (b"%2f", b"%5c", b"%00")  # an encoded "/", "\" or NUL in the raw path
+
+
+def create_app(root: str | os.PathLike[str]) -> Starlette:
+    """The gateway over ``root`` as a Starlette app, to run under any ASGI server or mount.
+
+    Args:
+        root: The folder to serve. Nothing outside it is ever served.
+
+    Returns:
+        The app. Its access log goes to the ``multiresp.gateway`` logger.
+
+    Raises:
+        NotADirectoryError: ``root`` is not a folder.
+    """
+    gateway = _Gateway(pathlib.Path(root))
+    routes = [
+        Route("/", gateway.page, name="page"),
+        Route("/browse/{path:path}", gateway.page, name="browse"),
+        Route("/zip/{path:path}", gateway.zip, name="zip"),
+        Route("/multipart/{path:path}", gateway.multipart, name="multipart"),
+        Route("/files/{path:path}", gateway.file, name="files"),
+    ]
+    return Starlette(routes=routes, middleware=[Middleware(_AccessLog)])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Found:
+    """A request path that :meth:`_Gateway.resolve` let through."""
+
+    relative: str  # "" for the root, else a checked relative name without trailing "/"
+    path: pathlib.Path  # its real path, inside the root
+    is_dir: bool
+
+
+class _Gateway:
+    def __init__(self, root: pathlib.Path) -> None:
+        if not root.is_dir():
+            raise NotADirectoryError(f"{root}: not a directory")
+        self.root = pathlib.Path(os.path.realpath(root))
+
+    def resolve(self, relative: str) -> _Found:
+        """Map a path relative to the root onto the disk, or refuse it with 404.
+
+        This is the only place a request reaches the file system. The path must be a safe
+        relative name (the entry-name rule: no ``..``, ``.`` or empty segment, not absolute, no
+        backslash or control character); once symbolic links are resolved it must still lie
+        inside the root; and it must be a regular file or a folder.
+
+        Raises:
+            HTTPException: 404, for every path refused, as for one that does not exist.
+        """
+        name = relative[:-1] if relative.endswith("/") else relative
+        if name:
+            try:
+                check_name(name)
+            except UnsafeNameError:
+                raise HTTPException(404) from None
+        real = pathlib.Path(os.path.realpath(self.root / name))
+        if real != self.root and self.root not in real.parents:
+            raise HTTPException(404)
+        try:
+            mode = os.stat(real).st_mode
+        except (OSError, ValueError):
+            raise HTTPException(404) from None
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise HTTPException(404)
+        return _Found(name, real, stat.S_ISDIR(mode))
+
+    def target(self, request: Request) -> _Found:
+        """The ``{path}`` of a request, refused when the raw URL encoded a separator in it."""
+        raw = request.scope.get("raw_path") or b""
+        if any(bad in raw.lower() for bad in _ENCODED_SEPARATORS):
+            raise HTTPException(404)
+        return self.resolve(str(request.path_params.get("path", "")))
+
+    def selection(self, request: Request) -> tuple[list[Entry], str]:
+        """The entries a ``/zip`` or ``/multipart`` request asks for, and a download name."""
+        found = self.target(request)
+        names = request.query_params.getlist("name")
+        stem = posixpath.basename(found.relative) or self.root.name
+        if not names:
+            if found.is_dir:
+                return walk(found.path), stem
+            return [Entry.from_path(found.path, stem)], posixpath.splitext(stem)[0] or stem
+        if not found.is_dir:
+            raise HTTPException(404)
+        entries: dict[str, Entry] = {}
+        for name in names:
+            inner = self.resolve(posixpath.join(found.relative, name) if found.relative else name)
+            label = inner.relative[len(found.relative) :].lstrip("/")
+            picked = (
+                walk(inner.path, prefix=label)
+                if inner.is_dir
+                else [Entry.from_path(inner.path, label)]
+            )
+            for entry in picked:
+                entries.setdefault(entry.name, entry)
+        if len(names) == 1:
+            stem = posixpath.basename(names[0].rstrip("/")) or stem
+        return sorted(entries.values(), key=lambda e: e.name), stem
+
+    # The endpoints stat and walk folders in a worker thread: a big folder never blocks the loop.
+
+    async def zip(self, request: Request) -> Response:
+        entries, stem = await anyio.to_thread.run_sync(self.selection, request)
+        return ZipStreamResponse(entries, filename=f"{stem}.zip")
+
+    async def multipart(self, request: Request) -> Response:
+        entries, _ = await anyio.to_thread.run_sync(self.selection, request)
+        return MultipartResponse(entries)
+
+    async def file(self, request: Request) -> Response:
+        found = await anyio.to_thread.run_sync(self.target, request)
+        if found.is_dir:
+            raise HTTPException(404)
+        name = posixpath.basename(found.relative)
+        return FileResponse(found.path, filename=name, content_disposition_type="inline")
+
+    async def page(self, request: Request) -> Response:
+        found = await anyio.to_thread.run_sync(self.target, request)
+        if not found.is_dir:
+            raise HTTPException(404)
+        rows = await anyio.to_thread.run_sync(self.listing, found)
+        base = request.scope.get("root_path", "")
+        return HTMLResponse(
+            render_page(base=base, root_name=self.root.name, folder=found.relative, rows=rows)
+        )
+
+    def listing(self, found: _Found) -> list[Row]:
+        """The rows of a folder's page: its files, and its folders with what they hold."""
+        rows: dict[str, Row] = {}
+        for entry in walk(found.path):
+            head, sep, _ = entry.name.partition("/")
+            row = rows.get(head)
+            if row is None:
+                row = rows[head] = Row(name=head, is_dir=bool(sep), size=0, files=0, mtime=None)
+            if entry.name.endswith("/"):
+                continue
+            row.size += entry.size or 0
+            row.files += 1
+            if entry.mtime is not None and (row.mtime is None or entry.mtime > row.mtime):
+                row.mtime = entry.mtime
+        return sorted(rows.values(), key=lambda r: (not r.is_dir, r.name.lower()))
+
+
+class _AccessLog:
+    """ASGI middleware: one log line per HTTP response, when its body has ended or broke off."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+        sent = 0
+        finished = False
+
+        async def counting(message: Message) -> None:
+            nonlocal status, sent, finished
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+                finished = not message.get("more_body", False)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting)
+        finally:
+            elapsed = time.perf_counter() - started
+            client = scope.get("client")
+            who = client[0] if client else "-"
+            line = f"{scope['method']} {scope.get('root_path', '')}{_route_path(scope)}"
+            query = scope.get("query_string", b"")
+            if query:
+                line += "?" + query.decode("latin-1")
+            rate = f"{human_bytes(int(sent / elapsed))}/s" if elapsed > 0 else "-"
+            outcome = "" if finished else " (broke off)"
+            logger.info(
+                '%s "%s" %d, %s in %.3f s (%s)%s',
+                who,
+                line,
+                status,
+                human_bytes(sent),
+                elapsed,
+                rate,
+                outcome,
+            )
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope.get("path", "")
+    root_path: str = scope.get("root_path", "")
+    return path[len(root_path) :] if root_path and path.startswith(root_path) else path
