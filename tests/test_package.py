@@ -28,7 +28,7 @@ PROJECT = PYPROJECT["project"]
 
 # Distributions a module may import only lazily (inside a function, or under
 # `try: ... except ImportError`), from the extra that provides them.
-OPTIONAL = {"isal": "fast", "tqdm": "cli"}
+OPTIONAL = {"isal": "fast", "tqdm": "cli", "uvicorn": "cli"}
 
 
 def _requirement_name(requirement: str) -> str:
@@ -141,7 +141,7 @@ def test_runtime_dependencies_are_exactly_what_src_imports() -> None:
 
 @pytest.mark.parametrize(
     ("folder", "extras"),
-    [("tests", ("dev",)), ("benchmarks", ("bench", "fast", "cli")), ("examples", ("cli",))],
+    [("tests", ("dev",)), ("benchmarks", ("bench", "fast", "cli")), ("examples", ("cli", "dev"))],
 )
 def test_tools_imports_are_in_their_extras(folder: str, extras: tuple[str, ...]) -> None:
     imports = _imports(ROOT / folder)
