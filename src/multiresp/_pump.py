@@ -225,6 +225,7 @@ class _BlockingWork:
         self._taken = 0  # source bytes read by the current step
         self._lock = threading.Lock()  # guards _running against close()
         self._running = False
+        self.current: str | None = None  # the name of the entry read last
 
     @property
     def busy(self) -> bool:
@@ -287,6 +288,7 @@ class _BlockingWork:
 
     def _open(self, entry: Entry, block: int) -> list[bytes]:
         encoder, source = self.encoder, entry.source
+        self.current = entry.name
         if source is None:
             return [encoder.start(entry, 0, b""), encoder.end()]
         if isinstance(source, BytesSource):
@@ -477,6 +479,7 @@ class Pump:
         self.pace = pace
         self.limiter = anyio.CapacityLimiter(1)
         self.entries_started = 0
+        self.current: str | None = None  # the name of the entry read last (a failure's)
 
     @property
     def block(self) -> int:
@@ -526,13 +529,17 @@ class Pump:
 
     async def _drain(self, work: _BlockingWork) -> AsyncIterator[list[bytes]]:
         while work.busy:
-            batch = await self.run_sync(work.step, self.block)
+            try:
+                batch = await self.run_sync(work.step, self.block)
+            finally:
+                self.current = work.current
             if batch:
                 yield batch
 
     async def _async_entry(self, entry: Entry) -> AsyncIterator[bytes]:
         source = entry.source
         assert isinstance(source, AsyncIterSource)
+        self.current = entry.name
         if source.consumed:
             raise RuntimeError(f"entry {entry.name!r}: its async iterable was already read")
         source.consumed = True
