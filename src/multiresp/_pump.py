@@ -258,6 +258,7 @@ class _BlockingWork:
         pending, where it joins the next entry's header: one send instead of two."""
         with self._lock:
             if self._stop.is_set():
+                self._close_file()
                 return []
             self._running = True
         try:
