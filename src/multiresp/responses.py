@@ -269,6 +269,7 @@ class _FilesResponse(Response):
                         done.set()
                 if not failure:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    transfer.outcome = "complete"
             except Exception as exc:  # from the server's send: raised bare, not in a group
                 server_error = exc
             group.cancel_scope.cancel()
@@ -278,8 +279,8 @@ class _FilesResponse(Response):
             transfer.entries = pump.entries_started
         if failure:
             _log_failure(failure[0], pump)
-        else:
-            transfer.outcome = "client left" if disconnected else "complete"
+        elif transfer.outcome != "complete" and disconnected:
+            transfer.outcome = "client left"
 
 
 async def _disconnected(receive: Receive) -> None:
