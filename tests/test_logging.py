@@ -54,7 +54,8 @@ def test_a_failure_is_logged_once_with_its_entry_and_cause(
     assert "'fails.bin'" in failure.getMessage() and "disk on fire" in failure.getMessage()
     assert failure.exc_info is not None and isinstance(failure.exc_info[1], OSError)
     assert not [r for r in caplog.records if "ExceptionGroup" in r.getMessage()]
-    assert not [r for r in errors if r.exc_info and isinstance(r.exc_info[1], BaseExceptionGroup)]
+    groups = [r for r in errors if r.exc_info and "ExceptionGroup" in type(r.exc_info[1]).__name__]
+    assert not groups
     debug = [r.getMessage() for r in caplog.records if r.name == "multiresp" and r.levelno == 10]
     assert len(debug) == 1 and debug[0].endswith(": failed"), debug
 
@@ -83,7 +84,7 @@ def test_one_debug_line_per_transfer_says_how_it_ended(
         assert ran.wait(5)  # the background task runs after the client left too
         time.sleep(0.1)
     lines = [r.getMessage() for r in caplog.records if r.name == "multiresp"]
-    assert lines[0].startswith("ZipStreamResponse for GET /: 1 entries, %d bytes" % len(body))
+    assert lines[0].startswith(f"ZipStreamResponse for GET /: 1 entries, {len(body)} bytes")
     assert lines[0].endswith(": complete")
     assert lines[1].startswith("ZipStreamResponse for GET /: 1 entries, ")
     assert lines[1].endswith(": client left")
