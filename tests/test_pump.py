@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from multiresp import Entry
-from multiresp._pump import MIN_BLOCK, READ_BLOCK, Pace, Pump, _BlockingWork
+from multiresp._pump import MIN_BLOCK, READ_BLOCK, SHARED_BUDGET, Pace, Pump, _BlockingWork
 from multiresp.responses import _ZipEncoder, predict_zip_size
 
 KINDS = ["path", "bytes", "iter", "aiter", "iter-sized", "aiter-sized"]
@@ -243,13 +243,31 @@ def test_one_step_reads_at_most_its_block_of_an_iterable() -> None:
 
 
 def test_pace_grows_while_the_client_keeps_up_and_shrinks_when_it_does_not() -> None:
-    pace = Pace()
-    assert pace.block == MIN_BLOCK and not pace.full
-    while not pace.full:
-        pace.sent(pace.block, 0.0001)  # taken at once
-    assert pace.block == READ_BLOCK
-    pace.sent(1 << 20, 1.0)  # 1 MiB/s
-    assert pace.block == MIN_BLOCK
+    with Pace() as pace:
+        assert pace.block == MIN_BLOCK and not pace.full
+        taken = 0
+        while taken < (4 << 20):  # what socket buffers swallow at once, even for a slow client
+            pace.sent(pace.block, 0.0001)
+            taken += pace.block
+        assert pace.block <= 1 << 20
+        while not pace.full:
+            pace.sent(pace.block, 0.0001)  # taken at once, again and again
+        assert pace.block == READ_BLOCK
+        pace.sent(1 << 20, 1.0)  # 1 MiB/s
+        assert pace.block == MIN_BLOCK
+
+
+def test_paces_share_one_budget() -> None:
+    with Pace() as pace:
+        while not pace.full:
+            pace.sent(pace.block, 0.0001)
+        others = [Pace().__enter__() for _ in range(31)]
+        try:
+            assert pace.block * 32 <= SHARED_BUDGET and not pace.full
+        finally:
+            for other in others:
+                other.__exit__()
+        assert pace.full
 
 
 def test_close_during_an_abandoned_step_leaves_the_file_to_the_step(

@@ -61,6 +61,8 @@ CRC_AHEAD_FILES = 2  # large files whose CRC is computed ahead, beside the one b
 # READ_BLOCK bytes, about PACE_SECONDS of what the client took per second.
 MIN_BLOCK = 128 << 10  # bytes read per hop for a slow client (and at the start of a body)
 PACE_SECONDS = 0.05  # seconds of the client's measured rate read per hop
+PROVEN_SHARE = 1 / 8  # a hop reads at most this share of what the client has taken so far
+SHARED_BUDGET = 32 << 20  # bytes per hop shared by all bodies being sent in the process
 
 # CRCs of upcoming files are computed here, beside the thread that reads what is being sent.
 _crc_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="mr-crc")
@@ -129,15 +131,37 @@ crc_cache = _CrcCache()
 class Pace:
     """How much one hop reads for one connection, following how fast its client takes it.
 
-    A body starts with ``MIN_BLOCK`` per hop and doubles it after each batch the client
-    took quickly, up to ``READ_BLOCK``; once sends block, a hop reads about
-    ``PACE_SECONDS`` of the client's measured rate. Reading ahead (the next batch while this
-    one is sent) happens only at full pace: a slow client holds about one small block in the
-    server, a fast one keeps large blocks and the overlap of reading with sending.
+    A body starts with ``MIN_BLOCK`` per hop. The block grows (doubling per batch) while the
+    client takes batches quickly, but never past ``PROVEN_SHARE`` of the bytes it took so far:
+    the kernel's socket buffers swallow the first few MiB of any client, slow or fast, and
+    only what comes after shows its pace. Once sends block, a hop reads about
+    ``PACE_SECONDS`` of the client's measured rate. All bodies being sent in the process share
+    ``SHARED_BUDGET``: with many at once, each reads less per hop (the CPU, not the hop, is
+    then what limits them). Reading ahead (the next batch while this one is sent) happens
+    only at full pace, so a slow client holds about one small block of the server's memory,
+    and a fast one keeps ``READ_BLOCK`` hops and the overlap of reading with sending.
+
+    Use it as a context manager around the body, so that it counts as active meanwhile.
     """
 
+    active = 0  # bodies being sent in this process (counted on the event loop's thread)
+
     def __init__(self) -> None:
-        self.block = MIN_BLOCK
+        self._block = MIN_BLOCK
+        self._taken = 0
+
+    def __enter__(self) -> Pace:
+        Pace.active += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        Pace.active -= 1
+
+    @property
+    def block(self) -> int:
+        """Source bytes to read in the next hop."""
+        share = max(MIN_BLOCK, SHARED_BUDGET // max(Pace.active, 1))
+        return min(self._block, share)
 
     @property
     def full(self) -> bool:
@@ -148,11 +172,13 @@ class Pace:
         """Record that ``size`` bytes took ``seconds`` inside the server's ``send``."""
         if not size:
             return
+        self._taken += size
         wanted = size / max(seconds, 1e-6) * PACE_SECONDS
-        if wanted >= self.block:
-            self.block = min(self.block * 2, READ_BLOCK)
+        if wanted >= self._block:
+            proven = max(MIN_BLOCK, int(self._taken * PROVEN_SHARE))
+            self._block = min(self._block * 2, READ_BLOCK, max(proven, self._block))
         else:
-            self.block = max(MIN_BLOCK, min(self.block, int(wanted)))
+            self._block = max(MIN_BLOCK, min(self._block, int(wanted)))
 
 
 def _changed(entry: Entry, source: PathSource) -> IntegrityError:

@@ -248,31 +248,32 @@ class _FilesResponse(Response):
             disconnected = True
             cancel.cancel()
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(produce)
-            group.start_soon(watch, group.cancel_scope)
-            try:
-                async with reader:
-                    async for batch, done in reader:
-                        began, size = time.monotonic(), 0
-                        for piece in batch:
-                            message = {
-                                "type": "http.response.body",
-                                "body": piece,
-                                "more_body": True,
-                            }
-                            await send(message)
-                            size += len(piece)
-                        del batch
-                        pace.sent(size, time.monotonic() - began)
-                        transfer.sent += size
-                        done.set()
-                if not failure:
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    transfer.outcome = "complete"
-            except Exception as exc:  # from the server's send: raised bare, not in a group
-                server_error = exc
-            group.cancel_scope.cancel()
+        with pace:  # counted among the bodies that share the memory budget
+            async with anyio.create_task_group() as group:
+                group.start_soon(produce)
+                group.start_soon(watch, group.cancel_scope)
+                try:
+                    async with reader:
+                        async for batch, done in reader:
+                            began, size = time.monotonic(), 0
+                            for piece in batch:
+                                message = {
+                                    "type": "http.response.body",
+                                    "body": piece,
+                                    "more_body": True,
+                                }
+                                await send(message)
+                                size += len(piece)
+                            del batch
+                            pace.sent(size, time.monotonic() - began)
+                            transfer.sent += size
+                            done.set()
+                    if not failure:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                        transfer.outcome = "complete"
+                except Exception as exc:  # from the server's send: raised bare, not in a group
+                    server_error = exc
+                group.cancel_scope.cancel()
         if server_error is not None:
             raise server_error
         if pump is not None:
