@@ -338,7 +338,7 @@ class _BlockingWork:
 
     def _open_file(self, entry: Entry, source: PathSource, block: int) -> list[bytes]:
         size = source.size
-        if size <= READ_BLOCK:
+        if size <= block:  # whole, in one read; a larger file in blocks (a slow client's too)
             data = _small_file(entry, source)
             self._taken += len(data)
             crc = crc32(data, 0) if self.encoder.wants_crc(entry, data) else None
