@@ -4,17 +4,21 @@ How it works: the pure encoders (zip, multipart) need an entry's facts and then 
 A :class:`Pump` walks the entries and feeds an :class:`Encoder`:
 
 - Entries whose sources block (files, bytes, sync iterables) are handled by a
-  :class:`_BlockingWork` object in worker threads, one hop per ``SEND_TARGET`` of output:
-  small files are opened, read, CRC'd and framed many per hop; large files are read
-  ``READ_BLOCK`` bytes per hop, in pieces of ``SEND_PIECE`` bytes.
-- Async sources are read on the event loop, coalesced to ``SEND_TARGET``; their encoding
+  :class:`_BlockingWork` object in worker threads, one hop per ``SEND_TARGET`` of output
+  or per *block* of input, whichever comes first (deflate of zeros makes little output):
+  small files are opened, read, CRC'd and framed many per hop; larger files are read a
+  block per hop, in pieces of ``SEND_PIECE`` bytes.
+- Async sources are read on the event loop, coalesced to a block; their encoding
   (deflate) runs in a thread.
 
-:meth:`Pump.batches` yields the output of one hop at a time, so that the response can read
-the next batch while it sends this one.
+The block is ``READ_BLOCK`` for a client that keeps up and shrinks for a slow one (see
+:class:`Pace`). The hops run on the pump's own one-thread limiter, not anyio's shared default
+one, and are abandoned when the response is cancelled, so a source that hangs costs its
+thread and nothing else. :meth:`Pump.batches` yields the output of one hop at a time, so
+that the response can read the next batch while it sends this one.
 
 Where the encoder wants a file's CRC-32 before its header (zip layout 1), a small file (up to
-``READ_BLOCK``) is read once, its CRC taken from the same read. A larger file is read once
+a block) is read once, its CRC taken from the same read. A larger file is read once
 ahead for its CRC (in ``_crc_pool``, through one reused 1 MiB buffer, while the file before it
 is sent) and again to be sent, unless the CRC cache already knows that (device, inode, size,
 mtime). Holding a whole large file until its CRC is known reads each byte once but was slower
@@ -59,9 +63,10 @@ CRC_CACHE_ENTRIES = 4096  # (device, inode, size, mtime) -> CRC-32 remembered pe
 CRC_AHEAD_FILES = 2  # large files whose CRC is computed ahead, beside the one being sent
 # A connection's reads follow its client's pace (see Pace): a hop reads between MIN_BLOCK and
 # READ_BLOCK bytes, about PACE_SECONDS of what the client took per second.
-MIN_BLOCK = 128 << 10  # bytes read per hop for a slow client (and at the start of a body)
+MIN_BLOCK = 128 << 10  # bytes read per hop for a slow client
+FIRST_BLOCK = 256 << 10  # bytes read per hop at the start of a body
 PACE_SECONDS = 0.05  # seconds of the client's measured rate read per hop
-PROVEN_SHARE = 1 / 8  # a hop reads at most this share of what the client has taken so far
+PROVEN_SHARE = 1 / 4  # a hop reads at most this share of what the client has taken so far
 SHARED_BUDGET = 32 << 20  # bytes per hop shared by all bodies being sent in the process
 
 # CRCs of upcoming files are computed here, beside the thread that reads what is being sent.
@@ -131,15 +136,16 @@ crc_cache = _CrcCache()
 class Pace:
     """How much one hop reads for one connection, following how fast its client takes it.
 
-    A body starts with ``MIN_BLOCK`` per hop. The block grows (doubling per batch) while the
+    A body starts with ``FIRST_BLOCK`` per hop. The block grows (doubling per batch) while the
     client takes batches quickly, but never past ``PROVEN_SHARE`` of the bytes it took so far:
     the kernel's socket buffers swallow the first few MiB of any client, slow or fast, and
     only what comes after shows its pace. Once sends block, a hop reads about
     ``PACE_SECONDS`` of the client's measured rate. All bodies being sent in the process share
     ``SHARED_BUDGET``: with many at once, each reads less per hop (the CPU, not the hop, is
     then what limits them). Reading ahead (the next batch while this one is sent) happens
-    only at full pace, so a slow client holds about one small block of the server's memory,
-    and a fast one keeps ``READ_BLOCK`` hops and the overlap of reading with sending.
+    only while the client keeps up, so a slow client holds about one small block of the
+    server's memory, and a fast one keeps ``READ_BLOCK`` hops and the overlap of reading with
+    sending.
 
     Use it as a context manager around the body, so that it counts as active meanwhile.
     """
@@ -147,8 +153,9 @@ class Pace:
     active = 0  # bodies being sent in this process (counted on the event loop's thread)
 
     def __init__(self) -> None:
-        self._block = MIN_BLOCK
+        self._block = FIRST_BLOCK
         self._taken = 0
+        self._keeping_up = True
 
     def __enter__(self) -> Pace:
         Pace.active += 1
@@ -168,13 +175,20 @@ class Pace:
         """True while the client keeps up with reads of ``READ_BLOCK``."""
         return self.block >= READ_BLOCK
 
+    @property
+    def ahead(self) -> bool:
+        """True when the next batch may be read while this one is sent: the client took the
+        last batch quickly, and the process is not sharing its budget among many bodies."""
+        return self._keeping_up and self.block >= self._block
+
     def sent(self, size: int, seconds: float) -> None:
         """Record that ``size`` bytes took ``seconds`` inside the server's ``send``."""
         if not size:
             return
         self._taken += size
         wanted = size / max(seconds, 1e-6) * PACE_SECONDS
-        if wanted >= self._block:
+        self._keeping_up = wanted >= self._block
+        if self._keeping_up:
             proven = max(MIN_BLOCK, int(self._taken * PROVEN_SHARE))
             self._block = min(self._block * 2, READ_BLOCK, max(proven, self._block))
         else:

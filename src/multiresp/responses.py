@@ -224,9 +224,9 @@ class _FilesResponse(Response):
         failure: list[BaseException] = []
         server_error: Exception | None = None
         disconnected = False
-        # The producer hands over one batch at a time; at full pace it reads the next while
-        # this one is sent, otherwise it waits until this one was sent (``done``), so that a
-        # slow client never holds two batches.
+        # The producer hands over one batch at a time; while the client keeps up it reads the
+        # next while this one is sent, otherwise it waits until this one was sent (``done``),
+        # so that a slow client never holds two batches.
         writer, reader = anyio.create_memory_object_stream[tuple[list[bytes], anyio.Event]]()
 
         async def produce() -> None:
@@ -235,7 +235,7 @@ class _FilesResponse(Response):
                     async for batch in body:
                         done = anyio.Event()
                         await writer.send((batch, done))
-                        if not pace.full:
+                        if not pace.ahead:
                             await done.wait()
             except Exception as exc:  # logged by the sending side, after the body stops
                 failure.append(exc)
