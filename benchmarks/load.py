@@ -10,7 +10,8 @@ process and runs, from this process, plain HTTP/1.1 clients on loopback sockets:
 
 It prints, as JSON: the server's idle RSS and its peak growth during each phase (``VmHWM``
 after a reset through ``/proc/PID/clear_refs``, or sampled), that growth per slow
-connection, the fast clients' throughput with and without the slow ones (and their ratio),
+connection, the fast clients' throughput with and without the slow ones (and the median of
+their ratio over ``--repeat`` interleaved pairs),
 and the server's descriptors and threads before and after. ``tests/test_load.py`` runs a
 smaller configuration of the same phases and asserts what must hold.
 
@@ -27,6 +28,7 @@ import json
 import os
 import pathlib
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -242,7 +244,8 @@ async def _phase(port: int, *, fast: int, slow: int, leaving: int, slow_seconds:
 
 def run(data: pathlib.Path, *, fast: int = 40, slow: int = 10, leaving: int = 20,
         slow_seconds: float = 6.0, leave_after: int = 4 * MIB,
-        slow_only: int = 0, src: pathlib.Path = REPO / "src") -> dict[str, Any]:  # fmt: skip
+        slow_only: int = 0, src: pathlib.Path = REPO / "src",
+        repeat: int = 1) -> dict[str, Any]:  # fmt: skip
     """Run the phases against a fresh server; the figures as a dict (see the module doc).
 
     Phases: a warm-up (fast and leaving clients, not measured); ``slow_only`` slow clients
@@ -267,18 +270,32 @@ def run(data: pathlib.Path, *, fast: int = 40, slow: int = 10, leaving: int = 20
             out["slow_only"] = slow_only
             out["slow_only_growth_mib"] = peak["growth"] / MIB
             out["per_slow_connection_mib"] = peak["growth"] / MIB / slow_only
-        with server.peak() as peak:
-            alone = asyncio.run(_phase(server.port, fast=fast, slow=0, leaving=0, **phase))
-        out["fast_alone"] = alone
-        out["fast_alone_growth_mib"] = peak["growth"] / MIB
-        with server.peak() as peak:
-            mixed = asyncio.run(_phase(server.port, fast=fast, slow=slow, leaving=0, **phase))
-        out["mixed"] = mixed
-        out["mixed_growth_mib"] = peak["growth"] / MIB
+        alones, mixeds, ratios = [], [], []
+        alone_growth = mixed_growth = 0
+        for _ in range(repeat):  # interleaved, so that a burst of noise does not hit one side
+            with server.peak() as peak:
+                alone = asyncio.run(_phase(server.port, fast=fast, slow=0, leaving=0, **phase))
+            alone_growth = max(alone_growth, peak["growth"])
+            with server.peak() as peak:
+                mixed = asyncio.run(
+                    _phase(server.port, fast=fast, slow=slow, leaving=0, **phase)
+                )  # fmt: skip
+            mixed_growth = max(mixed_growth, peak["growth"])
+            alones.append(alone)
+            mixeds.append(mixed)
+            if alone["fast_mb_s"]:
+                ratios.append(mixed["fast_mb_s"] / alone["fast_mb_s"])
+        out["fast_alone"] = alones[-1]
+        out["mixed"] = mixeds[-1]
+        out["fast_alone_mb_s"] = [round(a["fast_mb_s"]) for a in alones]
+        out["mixed_fast_mb_s"] = [round(m["fast_mb_s"]) for m in mixeds]
+        out["fast_alone_growth_mib"] = alone_growth / MIB
+        out["mixed_growth_mib"] = mixed_growth / MIB
         out["connections"] = fast + slow
-        out["mixed_growth_per_connection_mib"] = peak["growth"] / MIB / out["connections"]
-        if alone["fast_mb_s"]:
-            out["fast_throughput_ratio"] = mixed["fast_mb_s"] / alone["fast_mb_s"]
+        out["mixed_growth_per_connection_mib"] = mixed_growth / MIB / out["connections"]
+        if ratios:
+            out["fast_throughput_ratio"] = statistics.median(ratios)
+            out["fast_throughput_ratios"] = [round(r, 3) for r in ratios]
         with server.peak() as peak:
             asyncio.run(_phase(server.port, fast=0, slow=slow, leaving=leaving, **phase))
         out["leaving_growth_mib"] = peak["growth"] / MIB
@@ -296,6 +313,7 @@ def main() -> None:
     parser.add_argument("--leaving", type=int, default=20)
     parser.add_argument("--slow-seconds", type=float, default=6.0)
     parser.add_argument("--slow-only", type=int, default=0, help="also run N slow clients alone")
+    parser.add_argument("--repeat", type=int, default=3, help="alone/mixed pairs (medians)")
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--file-mib", type=int, default=8)
     parser.add_argument("--src", type=pathlib.Path, default=REPO / "src",
@@ -304,7 +322,7 @@ def main() -> None:
     data = make_data(REPO / "benchmarks" / "data" / "load", args.files, args.file_mib * MIB)
     figures = run(data, fast=args.fast, slow=args.slow, leaving=args.leaving,
                   slow_seconds=args.slow_seconds, slow_only=args.slow_only,
-                  src=args.src)  # fmt: skip
+                  src=args.src, repeat=args.repeat)  # fmt: skip
     print(json.dumps(figures, indent=2))
 
 
