@@ -264,10 +264,14 @@ def test_paces_share_one_budget() -> None:
         others = [Pace().__enter__() for _ in range(31)]
         try:
             assert pace.block * 32 <= SHARED_BUDGET and not pace.full and not pace.ahead
+            for other in others:
+                other.sent(1 << 20, 1.0)  # slow clients: they leave the others their share
+            assert pace.full
         finally:
             for other in others:
                 other.__exit__()
         assert pace.full
+    assert Pace.active == 0
 
 
 def test_close_during_an_abandoned_step_leaves_the_file_to_the_step(

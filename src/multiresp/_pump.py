@@ -140,17 +140,19 @@ class Pace:
     client takes batches quickly, but never past ``PROVEN_SHARE`` of the bytes it took so far:
     the kernel's socket buffers swallow the first few MiB of any client, slow or fast, and
     only what comes after shows its pace. Once sends block, a hop reads about
-    ``PACE_SECONDS`` of the client's measured rate. All bodies being sent in the process share
-    ``SHARED_BUDGET``: with many at once, each reads less per hop (the CPU, not the hop, is
-    then what limits them). Reading ahead (the next batch while this one is sent) happens
-    only while the client keeps up, so a slow client holds about one small block of the
-    server's memory, and a fast one keeps ``READ_BLOCK`` hops and the overlap of reading with
-    sending.
+    ``PACE_SECONDS`` of the client's measured rate. The bodies being sent in the process to
+    clients that keep up share ``SHARED_BUDGET``: with many at once, each reads less per hop
+    (the CPU, not the hop, is then what limits them). Reading ahead (the next batch while this
+    one is sent) happens only while the client keeps up, so a slow client holds about one
+    small block of the server's memory, and a fast one keeps ``READ_BLOCK`` hops and the
+    overlap of reading with sending.
 
     Use it as a context manager around the body, so that it counts as active meanwhile.
     """
 
-    active = 0  # bodies being sent in this process (counted on the event loop's thread)
+    # Bodies being sent in this process whose clients keep up: they share SHARED_BUDGET (a
+    # slow client's small blocks leave the others their share). Counted on the loop's thread.
+    active = 0
 
     def __init__(self) -> None:
         self._block = FIRST_BLOCK
@@ -162,7 +164,8 @@ class Pace:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        Pace.active -= 1
+        if self._keeping_up:
+            Pace.active -= 1
 
     @property
     def block(self) -> int:
@@ -187,8 +190,10 @@ class Pace:
             return
         self._taken += size
         wanted = size / max(seconds, 1e-6) * PACE_SECONDS
-        self._keeping_up = wanted >= self._block
-        if self._keeping_up:
+        keeping_up = wanted >= self._block
+        Pace.active += keeping_up - self._keeping_up
+        self._keeping_up = keeping_up
+        if keeping_up:
             proven = max(MIN_BLOCK, int(self._taken * PROVEN_SHARE))
             self._block = min(self._block * 2, READ_BLOCK, max(proven, self._block))
         else:
