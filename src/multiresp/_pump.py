@@ -151,8 +151,10 @@ class Pace:
     """
 
     # Bodies being sent in this process whose clients keep up: they share SHARED_BUDGET (a
-    # slow client's small blocks leave the others their share). Counted on the loop's thread.
+    # slow client's small blocks leave the others their share). Locked: servers may run
+    # event loops in several threads of one process.
     active = 0
+    _count_lock = threading.Lock()
 
     def __init__(self) -> None:
         self._block = FIRST_BLOCK
@@ -160,12 +162,17 @@ class Pace:
         self._keeping_up = True
 
     def __enter__(self) -> Pace:
-        Pace.active += 1
+        self._count(1)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._keeping_up:
-            Pace.active -= 1
+            self._count(-1)
+
+    @classmethod
+    def _count(cls, change: int) -> None:
+        with cls._count_lock:
+            cls.active += change
 
     @property
     def block(self) -> int:
@@ -191,7 +198,8 @@ class Pace:
         self._taken += size
         wanted = size / max(seconds, 1e-6) * PACE_SECONDS
         keeping_up = wanted >= self._block
-        Pace.active += keeping_up - self._keeping_up
+        if keeping_up != self._keeping_up:
+            self._count(1 if keeping_up else -1)
         self._keeping_up = keeping_up
         if keeping_up:
             proven = max(MIN_BLOCK, int(self._taken * PROVEN_SHARE))
