@@ -44,14 +44,15 @@ class _DescriptorEncoder(_ZipEncoder):
 
 
 class _DescriptorResponse(ZipStreamResponse):
-    async def __call__(self, scope, receive, send):  # type: ignore[no-untyped-def]
+    async def _respond(self, scope, receive, send, transfer):  # type: ignore[no-untyped-def]
         entries = await self._entries()
         assert isinstance(entries, list)
         size = zip_size(_ZipEncoder.info(e, None) for e in entries)
         self._set_header("content-length", str(size))
         await self._start(send)
-        body = pump.Pump(entries, _DescriptorEncoder("store", None)).batches()
-        await self._send_body(scope, receive, send, body)
+        pace = pump.Pace()
+        body = pump.Pump(entries, _DescriptorEncoder("store", None), pace).batches()
+        await self._send_body(scope, receive, send, body, pace=pace, transfer=transfer)
 
 
 def app() -> Starlette:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from multiresp import Entry
-from multiresp._pump import READ_BLOCK, Pump
+from multiresp._pump import MIN_BLOCK, READ_BLOCK, SHARED_BUDGET, Pace, Pump, _BlockingWork
 from multiresp.responses import _ZipEncoder, predict_zip_size
 
 KINDS = ["path", "bytes", "iter", "aiter", "iter-sized", "aiter-sized"]
@@ -212,3 +212,81 @@ def test_auto_compresses_each_sample_once(
         assert archive.testzip() is None
         methods = [info.compress_type for info in archive.infolist()]
     assert methods == [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED] * 2 + [zipfile.ZIP_STORED]
+
+
+def test_one_deflate_step_reads_at_most_a_block_of_zeros(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "sparse.bin"
+    with open(path, "wb") as f:
+        f.truncate(16 * READ_BLOCK)  # zeros: deflate makes ~1,000 times less of them
+    work = _BlockingWork(_ZipEncoder("deflate", None))
+    work.pending.append(Entry.from_path(path))
+    try:
+        work.step()
+        assert work._file is not None
+        assert work._file.tell() <= READ_BLOCK  # one block, not 1 MiB of output's worth
+    finally:
+        work.close()
+
+
+def test_one_step_reads_at_most_its_block_of_an_iterable() -> None:
+    pulled = []
+
+    def zeros() -> Iterator[bytes]:
+        while True:
+            pulled.append(1)
+            yield bytes(64 << 10)
+
+    work = _BlockingWork(_ZipEncoder("deflate", None))
+    work.pending.append(Entry.from_iter(zeros(), "zeros.bin"))
+    work.step(MIN_BLOCK)
+    assert len(pulled) * (64 << 10) <= MIN_BLOCK + (64 << 10)
+
+
+def test_pace_grows_while_the_client_keeps_up_and_shrinks_when_it_does_not() -> None:
+    with Pace() as pace:
+        assert pace.block < READ_BLOCK and pace.ahead
+        taken = 0
+        while taken < (4 << 20):  # what socket buffers swallow at once, even for a slow client
+            taken += pace.block
+            pace.sent(pace.block, 0.0001)
+        assert pace.block <= taken // 4
+        while not pace.full:
+            pace.sent(pace.block, 0.0001)  # taken at once, again and again
+        assert pace.block == READ_BLOCK and pace.ahead
+        pace.sent(1 << 20, 1.0)  # 1 MiB/s
+        assert pace.block == MIN_BLOCK and not pace.ahead
+
+
+def test_paces_share_one_budget() -> None:
+    with Pace() as pace:
+        while not pace.full:
+            pace.sent(pace.block, 0.0001)
+        others = [Pace().__enter__() for _ in range(31)]
+        try:
+            assert pace.block * 32 <= SHARED_BUDGET and not pace.full and not pace.ahead
+            for other in others:
+                other.sent(1 << 20, 1.0)  # slow clients: they leave the others their share
+            assert pace.full
+        finally:
+            for other in others:
+                other.__exit__()
+        assert pace.full
+    assert Pace.active == 0
+
+
+def test_close_during_an_abandoned_step_leaves_the_file_to_the_step(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(bytes(3 * READ_BLOCK))
+    work = _BlockingWork(_ZipEncoder("store", None))
+    work.pending.append(Entry.from_path(path))
+    work.step()
+    f = work._file
+    assert f is not None
+    work._running = True  # as if a hop were still reading in an abandoned thread
+    work.close()
+    assert not f.closed  # never closed under a running read
+    work._running = False
+    assert work.step() == []  # the step that ends after close() releases it
+    assert f.closed

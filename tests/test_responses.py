@@ -279,3 +279,72 @@ def test_zip_response_leaves_no_spool_after_success_or_failure(
     assert httpx.get(failing_server.url).status_code == 500
     time.sleep(0.2)
     assert open_fds() - before == set()
+
+
+def test_hung_sources_hold_no_thread_the_server_needs(live_server: Serve) -> None:
+    """45 requests whose iterable never returns, clients gone: more than anyio's default
+    limiter of 40 threads, and the server still answers the next request at once."""
+    release = threading.Event()
+
+    def hangs() -> Iterator[bytes]:
+        yield b"x"
+        release.wait(60)  # a source that never returns while the test runs
+        yield b"y"
+
+    def make(request: Request) -> Response:
+        if request.query_params.get("hang"):
+            return ZipStreamResponse([Entry.from_iter(hangs(), "hangs.bin", size=10**6)])
+        return ZipStreamResponse([Entry.from_bytes(b"fine", "ok.txt")])
+
+    server = live_server(app_for(make))
+    try:
+        for _ in range(45):
+            with httpx.stream("GET", server.url + "/?hang=1") as response:
+                assert response.status_code == 200  # headers sent; the body hangs: leave
+        response = httpx.get(server.url, timeout=10)
+        assert unzipped(response.content) == {"ok.txt": b"fine"}
+    finally:
+        release.set()
+
+
+def _counting(pulled: list[int], total: int = 4000) -> Iterator[bytes]:
+    for _ in range(total):
+        pulled.append(1)
+        time.sleep(0.002)  # a source of about 500 MB/s at most: the test stays small
+        yield bytes(1 << 20)
+
+
+def test_zip_response_stops_spooling_when_the_client_leaves(live_server: Serve) -> None:
+    pulled: list[int] = []
+    server = live_server(
+        app_for(lambda r: ZipResponse([Entry.from_iter(_counting(pulled), "big.bin")]))
+    )
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(server.url, timeout=httpx.Timeout(5, read=0.3))  # leaves while spooling
+    time.sleep(0.3)
+    count = len(pulled)
+    time.sleep(0.3)
+    assert len(pulled) == count < 1000  # a 4 GB source stopped within a block
+
+
+@pytest.mark.parametrize("compression", ["store", "deflate"])
+def test_zip_response_head_reads_no_source(live_server: Serve, compression: str) -> None:
+    pulled: list[int] = []
+
+    def make(request: Request) -> Response:
+        entries = [
+            Entry.from_bytes(b"a" * 1000, "a.txt"),
+            Entry.from_iter(_counting(pulled, 3), "late.bin", size=3 << 20),
+        ]
+        return ZipResponse(entries, compression=compression)  # type: ignore[arg-type]
+
+    server = live_server(app_for(make))
+    head = httpx.head(server.url)
+    assert head.status_code == 200 and pulled == []
+    get = httpx.get(server.url)
+    assert len(pulled) == 3
+    if compression == "store":
+        assert int(head.headers["content-length"]) == len(get.content)
+    else:
+        assert "content-length" not in head.headers
+    assert head.headers["content-type"] == get.headers["content-type"]

@@ -4,17 +4,21 @@ How it works: the pure encoders (zip, multipart) need an entry's facts and then 
 A :class:`Pump` walks the entries and feeds an :class:`Encoder`:
 
 - Entries whose sources block (files, bytes, sync iterables) are handled by a
-  :class:`_BlockingWork` object in worker threads, one hop per ``SEND_TARGET`` of output:
-  small files are opened, read, CRC'd and framed many per hop; large files are read
-  ``READ_BLOCK`` bytes per hop, in pieces of ``SEND_PIECE`` bytes.
-- Async sources are read on the event loop, coalesced to ``SEND_TARGET``; their encoding
+  :class:`_BlockingWork` object in worker threads, one hop per ``SEND_TARGET`` of output
+  or per *block* of input, whichever comes first (deflate of zeros makes little output):
+  small files are opened, read, CRC'd and framed many per hop; larger files are read a
+  block per hop, in pieces of ``SEND_PIECE`` bytes.
+- Async sources are read on the event loop, coalesced to a block; their encoding
   (deflate) runs in a thread.
 
-:meth:`Pump.batches` yields the output of one hop at a time, so that the response can read
-the next batch while it sends this one.
+The block is ``READ_BLOCK`` for a client that keeps up and shrinks for a slow one (see
+:class:`Pace`). The hops run on the pump's own one-thread limiter, not anyio's shared default
+one, and are abandoned when the response is cancelled, so a source that hangs costs its
+thread and nothing else. :meth:`Pump.batches` yields the output of one hop at a time, so
+that the response can read the next batch while it sends this one.
 
 Where the encoder wants a file's CRC-32 before its header (zip layout 1), a small file (up to
-``READ_BLOCK``) is read once, its CRC taken from the same read. A larger file is read once
+a block) is read once, its CRC taken from the same read. A larger file is read once
 ahead for its CRC (in ``_crc_pool``, through one reused 1 MiB buffer, while the file before it
 is sent) and again to be sent, unless the CRC cache already knows that (device, inode, size,
 mtime). Holding a whole large file until its CRC is known reads each byte once but was slower
@@ -32,8 +36,8 @@ import concurrent.futures
 import itertools
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import BinaryIO, Protocol
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from typing import BinaryIO, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -42,6 +46,8 @@ from . import _fs
 from ._entries import AsyncIterSource, BytesSource, Entry, IterSource, PathSource
 from ._errors import IntegrityError, UnsafeNameError
 from ._zipformat import crc32
+
+T = TypeVar("T")
 
 READ_BLOCK = 4 << 20  # bytes read from a file per thread hop
 # Bytes per read and per send of a large file. On asyncio, the part of a send that the socket
@@ -56,6 +62,13 @@ SEND_TARGET = 1 << 20  # bytes of output gathered before a send (small files, he
 COALESCE_BELOW = 256 << 10  # pieces smaller than this are joined; larger ones sent as they are
 CRC_CACHE_ENTRIES = 4096  # (device, inode, size, mtime) -> CRC-32 remembered per process
 CRC_AHEAD_FILES = 2  # large files whose CRC is computed ahead, beside the one being sent
+# A connection's reads follow its client's pace (see Pace): a hop reads between MIN_BLOCK and
+# READ_BLOCK bytes, about PACE_SECONDS of what the client took per second.
+MIN_BLOCK = 128 << 10  # bytes read per hop for a slow client
+FIRST_BLOCK = 256 << 10  # bytes read per hop at the start of a body
+PACE_SECONDS = 0.05  # seconds of the client's measured rate read per hop
+PROVEN_SHARE = 1 / 4  # a hop reads at most this share of what the client has taken so far
+SHARED_BUDGET = 32 << 20  # bytes per hop shared by all bodies being sent in the process
 
 # CRCs of upcoming files are computed here, beside the thread that reads what is being sent.
 _crc_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="mr-crc")
@@ -119,6 +132,81 @@ class _CrcCache:
 crc_cache = _CrcCache()
 
 
+class Pace:
+    """How much one hop reads for one connection, following how fast its client takes it.
+
+    A body starts with ``FIRST_BLOCK`` per hop. The block grows (doubling per batch) while the
+    client takes batches quickly, but never past ``PROVEN_SHARE`` of the bytes it took so far:
+    the kernel's socket buffers swallow the first few MiB of any client, slow or fast, and
+    only what comes after shows its pace. Once sends block, a hop reads about
+    ``PACE_SECONDS`` of the client's measured rate. The bodies being sent in the process to
+    clients that keep up share ``SHARED_BUDGET``: with many at once, each reads less per hop
+    (the CPU, not the hop, is then what limits them). Reading ahead (the next batch while this
+    one is sent) happens only while the client keeps up, so a slow client holds about one
+    small block of the server's memory, and a fast one keeps ``READ_BLOCK`` hops and the
+    overlap of reading with sending.
+
+    Use it as a context manager around the body, so that it counts as active meanwhile.
+    """
+
+    # Bodies being sent in this process whose clients keep up: they share SHARED_BUDGET (a
+    # slow client's small blocks leave the others their share). Locked: servers may run
+    # event loops in several threads of one process.
+    active = 0
+    _count_lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._block = FIRST_BLOCK
+        self._taken = 0
+        self._keeping_up = True
+
+    def __enter__(self) -> Pace:
+        self._count(1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._keeping_up:
+            self._count(-1)
+
+    @classmethod
+    def _count(cls, change: int) -> None:
+        with cls._count_lock:
+            cls.active += change
+
+    @property
+    def block(self) -> int:
+        """Source bytes to read in the next hop."""
+        share = max(MIN_BLOCK, SHARED_BUDGET // max(Pace.active, 1))
+        return min(self._block, share)
+
+    @property
+    def full(self) -> bool:
+        """True while the client keeps up with reads of ``READ_BLOCK``."""
+        return self.block >= READ_BLOCK
+
+    @property
+    def ahead(self) -> bool:
+        """True when the next batch may be read while this one is sent: the client took the
+        last batch quickly, and the process is not sharing its budget among many bodies."""
+        return self._keeping_up and self.block >= self._block
+
+    def sent(self, size: int, seconds: float) -> None:
+        """Record that ``size`` bytes took ``seconds`` inside the server's ``send``."""
+        if not size:
+            return
+        self._taken += size
+        wanted = size / max(seconds, 1e-6) * PACE_SECONDS
+        keeping_up = wanted >= self._block
+        if keeping_up != self._keeping_up:
+            self._count(1 if keeping_up else -1)
+        self._keeping_up = keeping_up
+        if keeping_up:
+            proven = max(MIN_BLOCK, int(self._taken * PROVEN_SHARE))
+            self._block = min(self._block * 2, READ_BLOCK, max(proven, self._block))
+        else:
+            self._block = max(MIN_BLOCK, min(self._block, int(wanted)))
+
+
 def _changed(entry: Entry, source: PathSource) -> IntegrityError:
     return _fs.changed(source, entry.name, "changed while it was read (size check)")
 
@@ -166,7 +254,9 @@ def _read_pieces(f: BinaryIO, size: int, entry: Entry, source: PathSource) -> li
 class _BlockingWork:
     """Entries with blocking sources, advanced one thread hop at a time.
 
-    Not thread-safe by design: the pump calls :meth:`step` from one hop at a time.
+    The pump calls :meth:`step` from one hop at a time. :meth:`close` may come from the
+    event loop while a step still runs in a thread the response abandoned (a source that
+    hangs): the step then releases the open file itself when it returns.
     """
 
     def __init__(self, encoder: Encoder) -> None:
@@ -179,6 +269,10 @@ class _BlockingWork:
         self._ahead: dict[int, concurrent.futures.Future[int]] = {}  # id(entry) -> its CRC
         self._stop = threading.Event()
         self._carry: list[bytes] = []  # a small last piece, joined to the next step's first
+        self._taken = 0  # source bytes read by the current step
+        self._lock = threading.Lock()  # guards _running against close()
+        self._running = False
+        self.current: str | None = None  # the name of the entry read last
 
     @property
     def busy(self) -> bool:
@@ -191,7 +285,9 @@ class _BlockingWork:
         for future in self._ahead.values():
             future.cancel()
         self._ahead.clear()
-        self._close_file()
+        with self._lock:
+            if not self._running:
+                self._close_file()
 
     def _close_file(self) -> None:
         if self._file is not None:
@@ -199,22 +295,38 @@ class _BlockingWork:
             self._file = None
         self._entry = None
 
-    def step(self, budget: int | None = None) -> list[bytes]:
-        """Produce about ``budget`` bytes of output (more when a block is large), as pieces
-        ready to send: small ones joined here, in the worker thread, large ones untouched.
+    def step(self, block: int = READ_BLOCK) -> list[bytes]:
+        """Produce about ``min(SEND_TARGET, block)`` bytes of output, reading at most about
+        ``block`` bytes of sources (one small file or one iterable chunk may go past it), as
+        pieces ready to send: small ones joined here, in the worker thread, large ones
+        untouched. Bounding the input too keeps a step short when deflate shrinks a lot.
 
         A small last piece (an entry's end, say) is kept for the next step while work is
         pending, where it joins the next entry's header: one send instead of two."""
-        budget = SEND_TARGET if budget is None else budget
+        with self._lock:
+            if self._stop.is_set():
+                self._close_file()
+                return []
+            self._running = True
+        try:
+            return self._step(block)
+        finally:
+            with self._lock:
+                self._running = False
+                if self._stop.is_set():
+                    self._close_file()
+
+    def _step(self, block: int) -> list[bytes]:
+        budget = min(SEND_TARGET, block)
         out, self._carry = self._carry, []
-        size = 0
-        while size < budget and self.busy:
+        size = self._taken = 0
+        while size < budget and self._taken < block and self.busy:
             if self._entry is None:
-                pieces = self._open(self.pending.popleft())
+                pieces = self._open(self.pending.popleft(), block)
             elif self._file is not None:
-                pieces = self._file_block()
+                pieces = self._file_block(block)
             else:
-                pieces = self._iter_block(budget - size)
+                pieces = self._iter_block(min(budget - size, block - self._taken))
             out += pieces
             size += sum(len(p) for p in pieces)
         out = coalesce(out)
@@ -222,16 +334,18 @@ class _BlockingWork:
             self._carry = [out.pop()]
         return out
 
-    def _open(self, entry: Entry) -> list[bytes]:
+    def _open(self, entry: Entry, block: int) -> list[bytes]:
         encoder, source = self.encoder, entry.source
+        self.current = entry.name
         if source is None:
             return [encoder.start(entry, 0, b""), encoder.end()]
         if isinstance(source, BytesSource):
             data = source.data
+            self._taken += len(data)
             crc = crc32(data, 0) if encoder.wants_crc(entry, data) else None
             return [encoder.start(entry, crc, data), encoder.write(data), encoder.end()]
         if isinstance(source, PathSource):
-            return self._open_file(entry, source)
+            return self._open_file(entry, source, block)
         if isinstance(source, IterSource):
             if source.consumed:
                 raise RuntimeError(f"entry {entry.name!r}: its iterable was already read")
@@ -239,13 +353,15 @@ class _BlockingWork:
             self._entry = entry
             self._chunks = iter(source.chunks)
             first = _as_bytes(next(self._chunks, b""), entry)
+            self._taken += len(first)
             return [encoder.start(entry, None, first), encoder.write(first)]
         raise TypeError(f"entry {entry.name!r}: {type(source).__name__} is read on the loop")
 
-    def _open_file(self, entry: Entry, source: PathSource) -> list[bytes]:
+    def _open_file(self, entry: Entry, source: PathSource, block: int) -> list[bytes]:
         size = source.size
-        if size <= READ_BLOCK:
+        if size <= block:  # whole, in one read; a larger file in blocks (a slow client's too)
             data = _small_file(entry, source)
+            self._taken += len(data)
             crc = crc32(data, 0) if self.encoder.wants_crc(entry, data) else None
             return [self.encoder.start(entry, crc, data), self.encoder.write(data),
                     self.encoder.end()]  # fmt: skip
@@ -257,18 +373,21 @@ class _BlockingWork:
             stored = encoder.crc_ahead(entry)  # stored whatever its bytes: its CRC leads
             if stored:
                 crc = crc_cache.get(source)
-                if crc is None and ahead is not None:
+                # One still queued (behind other responses' CRCs) is taken here instead.
+                if crc is None and ahead is not None and not ahead.cancel():
                     crc = ahead.result()
-            first = _read_pieces(f, READ_BLOCK, entry, source)
+            head = min(READ_BLOCK, block)
+            first = _read_pieces(f, head, entry, source)
+            self._taken += head
             if crc is None and encoder.wants_crc(entry, first[0]):  # no CRC ahead, or "auto"
-                crc = file_crc_from(f, size - READ_BLOCK, _crc_of(first, 0))
+                crc = file_crc_from(f, size - head, _crc_of(first, 0))
                 crc_cache.put(source, crc)
-                f.seek(READ_BLOCK)
+                f.seek(head)
             self._look_ahead()
         except BaseException:
             f.close()
             raise
-        self._entry, self._file, self._left = entry, f, size - READ_BLOCK
+        self._entry, self._file, self._left = entry, f, size - head
         return [encoder.start(entry, crc, first[0]), *map(encoder.write, first)]
 
     def _look_ahead(self) -> None:
@@ -286,10 +405,11 @@ class _BlockingWork:
             if crc_cache.get(source) is None:
                 self._ahead[id(entry)] = _crc_pool.submit(_path_crc, entry, source, self._stop)
 
-    def _file_block(self) -> list[bytes]:
+    def _file_block(self, block: int) -> list[bytes]:
         entry, f = self._entry, self._file
         assert entry is not None and f is not None and isinstance(entry.source, PathSource)
-        size = min(self._left, READ_BLOCK)
+        size = min(self._left, block)
+        self._taken += size
         out = [*map(self.encoder.write, _read_pieces(f, size, entry, entry.source))]
         self._left -= size
         if not self._left:
@@ -305,6 +425,7 @@ class _BlockingWork:
         for chunk in self._chunks:
             out.append(self.encoder.write(_as_bytes(chunk, self._entry)))
             size += len(chunk)
+            self._taken += len(chunk)
             if size >= budget:
                 return out
         self._entry, self._chunks = None, None
@@ -384,12 +505,38 @@ class Pump:
         entries: A list of entries, or an async iterable producing them while the body is
             already being sent.
         encoder: The format adapter.
+        pace: How much each hop reads; full blocks from the start when left out.
+
+    Sources are read in threads of the pump's own ``limiter`` (one at a time), never under
+    anyio's default limiter, and a hop is abandoned when its task is cancelled: a source
+    that hangs holds one thread until it returns, and neither this request (which ends on a
+    disconnect) nor the server's other requests wait for it.
     """
 
-    def __init__(self, entries: list[Entry] | AsyncIterable[Entry], encoder: Encoder) -> None:
+    def __init__(
+        self,
+        entries: list[Entry] | AsyncIterable[Entry],
+        encoder: Encoder,
+        pace: Pace | None = None,
+    ) -> None:
         self._entries = entries
         self._encoder = encoder
         self._names: set[str] = set()
+        self.pace = pace
+        self.limiter = anyio.CapacityLimiter(1)
+        self.entries_started = 0
+        self.current: str | None = None  # the name of the entry read last (a failure's)
+
+    @property
+    def block(self) -> int:
+        """Source bytes read per hop now."""
+        return READ_BLOCK if self.pace is None else self.pace.block
+
+    async def run_sync(self, func: Callable[..., T], *args: object) -> T:
+        """``func(*args)`` in a thread of this pump's limiter; abandoned on cancellation."""
+        return await anyio.to_thread.run_sync(
+            func, *args, limiter=self.limiter, abandon_on_cancel=True
+        )
 
     async def _each(self) -> AsyncIterator[Entry]:
         if isinstance(self._entries, list):
@@ -409,6 +556,7 @@ class Pump:
         try:
             async for entry in self._each():
                 check_unique([entry], self._names)
+                self.entries_started += 1
                 if isinstance(entry.source, AsyncIterSource):
                     async for batch in self._drain(work):
                         yield batch
@@ -425,16 +573,19 @@ class Pump:
         finally:
             work.close()
 
-    @staticmethod
-    async def _drain(work: _BlockingWork) -> AsyncIterator[list[bytes]]:
+    async def _drain(self, work: _BlockingWork) -> AsyncIterator[list[bytes]]:
         while work.busy:
-            batch = await anyio.to_thread.run_sync(work.step)
+            try:
+                batch = await self.run_sync(work.step, self.block)
+            finally:
+                self.current = work.current
             if batch:
                 yield batch
 
     async def _async_entry(self, entry: Entry) -> AsyncIterator[bytes]:
         source = entry.source
         assert isinstance(source, AsyncIterSource)
+        self.current = entry.name
         if source.consumed:
             raise RuntimeError(f"entry {entry.name!r}: its async iterable was already read")
         source.consumed = True
@@ -451,10 +602,11 @@ class Pump:
             data = _as_bytes(chunk, entry)
             raw.append(data)
             raw_size += len(data)
-            if raw_size >= SEND_TARGET:  # deflate may be slow: encode off the loop
-                yield await anyio.to_thread.run_sync(_encode, encoder, prefix, raw, False)
+            # Deflate may be slow: encode off the loop, at most a block of input per hop.
+            if raw_size >= min(SEND_TARGET, self.block):
+                yield await self.run_sync(_encode, encoder, prefix, raw, False)
                 prefix, raw, raw_size = [], [], 0
-        yield await anyio.to_thread.run_sync(_encode, encoder, prefix, raw, True)
+        yield await self.run_sync(_encode, encoder, prefix, raw, True)
 
 
 def _encode(encoder: Encoder, prefix: list[bytes], raw: list[bytes], last: bool) -> bytes:

@@ -2,22 +2,28 @@
 
 Each response resolves its entries (plain paths are stat'ed in a worker thread), decides its
 headers, then sends the body produced by a :class:`~multiresp._pump.Pump` while a second task
-reads ahead: the next batch (one thread hop's output) is read while this one is sent. A
+reads ahead: the next batch (one thread hop's output) is read while this one is sent, as long
+as the client keeps up (a :class:`~multiresp._pump.Pace` shrinks the reads and stops the
+read-ahead for a slow client, so that it holds a few hundred KiB of the server's memory). A
 watcher task listens for ``http.disconnect`` and cancels the transfer, which closes every
-open file. A source that fails mid-stream raises out of the ASGI app, so the
-server ends the connection without the chunked terminator or short of ``Content-Length``:
-a client can never mistake the body for a complete archive.
+open file. A source that fails mid-stream is logged once on the ``multiresp`` logger, and the
+app returns without finishing the body, so the server ends the connection without the
+chunked terminator or short of ``Content-Length``: a client can never mistake the body for a
+complete archive. Every transfer ends with one DEBUG line on that logger.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import IO, TypeAlias
+from typing import IO, Any, TypeAlias
 
 import anyio
 import anyio.to_thread
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -26,7 +32,7 @@ from ._entries import Entry, entries_for_path
 from ._http import choose
 from ._multipart import MultipartWriter, multipart_size
 from ._names import content_disposition
-from ._pump import READ_BLOCK, Pump, check_unique
+from ._pump import Pace, Pump, check_unique
 from ._zipwriter import (
     Compression,
     ZipEntryInfo,
@@ -34,7 +40,10 @@ from ._zipwriter import (
     zip_size,
 )
 
-BATCHES_AHEAD = 1  # batches read ahead of the one being sent; bounds memory per response
+logger = logging.getLogger("multiresp")
+
+ZIP_MEDIA_TYPE = "application/zip"
+MULTIPART_MEDIA_TYPE = "multipart/mixed"
 
 EntryLike: TypeAlias = "Entry | str | os.PathLike[str]"
 Entries: TypeAlias = "Iterable[EntryLike] | AsyncIterable[Entry]"
@@ -98,6 +107,23 @@ def predict_zip_size(entries: list[Entry]) -> int | None:
     return zip_size(_ZipEncoder.info(e, 0 if e.rereadable else None) for e in entries)
 
 
+class _Transfer:
+    """What one response did, for its DEBUG line: entries, bytes, time, how it ended."""
+
+    def __init__(self, scope: Scope, kind: str) -> None:
+        self.what = f"{kind} for {scope.get('method', '?')} {scope.get('path', '?')}"
+        self.began = time.monotonic()
+        self.entries = 0
+        self.sent = 0
+        self.outcome = "failed"  # until it ends otherwise
+
+    def log(self) -> None:
+        logger.debug(
+            "%s: %d entries, %d bytes in %.3f s: %s",
+            self.what, self.entries, self.sent, time.monotonic() - self.began, self.outcome,
+        )  # fmt: skip
+
+
 class _FilesResponse(Response):
     """What the streaming responses share: entries, headers, the send loop."""
 
@@ -108,10 +134,11 @@ class _FilesResponse(Response):
         media_type: str,
         status_code: int,
         headers: Mapping[str, str] | None,
+        background: BackgroundTask | None = None,
     ) -> None:
         self.status_code = status_code
         self.media_type = media_type
-        self.background = None
+        self.background = background
         self.init_headers(headers)
         self._items: Iterable[EntryLike] | None = None
         self._stream: AsyncIterable[Entry] | None = None
@@ -121,6 +148,22 @@ class _FilesResponse(Response):
             raise TypeError("entries must be an iterable of entries or paths, not one path")
         else:
             self._items = entries
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the response, then run ``background`` (once the transfer has ended: complete,
+        failed, or left by the client)."""
+        transfer = _Transfer(scope, type(self).__name__)
+        try:
+            await self._respond(scope, receive, send, transfer)
+        finally:
+            transfer.log()
+        if self.background is not None:
+            await self.background()
+
+    async def _respond(
+        self, scope: Scope, receive: Receive, send: Send, transfer: _Transfer
+    ) -> None:
+        raise NotImplementedError
 
     async def _entries(self) -> list[Entry] | AsyncIterable[Entry]:
         """The entries, resolved and measured in one worker-thread hop; sets Content-Length
@@ -134,7 +177,9 @@ class _FilesResponse(Response):
             entries = _resolve(items)
             return entries, self._length(entries)
 
-        entries, length = await anyio.to_thread.run_sync(prepare)
+        entries, length = await anyio.to_thread.run_sync(
+            prepare, limiter=anyio.CapacityLimiter(1), abandon_on_cancel=True
+        )
         if length is not None:
             self._set_header("content-length", str(length))
         return entries
@@ -158,48 +203,99 @@ class _FilesResponse(Response):
         )
 
     async def _send_body(
-        self, scope: Scope, receive: Receive, send: Send, body: AsyncIterator[list[bytes]]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: AsyncIterator[list[bytes]],
+        *,
+        pace: Pace,
+        transfer: _Transfer,
+        pump: Pump | None = None,
     ) -> None:
-        """Send ``body``, a stream of batches of pieces, reading ahead; stop on disconnect;
-        raise what the body raised."""
+        """Send ``body``, a stream of batches of pieces, reading ahead while the client keeps
+        up; stop on disconnect. A failure of the body is logged (naming the entry being read,
+        from ``pump``) and ends the app without finishing the body: the server then aborts
+        the connection."""
         if scope.get("method") == "HEAD":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+            transfer.outcome = "complete"
             return
         failure: list[BaseException] = []
+        server_error: Exception | None = None
         disconnected = False
-        # The producer holds one finished batch while it waits for the sender to take it:
-        # a buffer of BATCHES_AHEAD - 1 makes BATCHES_AHEAD batches ready beside the one sent.
-        writer, reader = anyio.create_memory_object_stream[list[bytes]](BATCHES_AHEAD - 1)
+        # The producer hands over one batch at a time; while the client keeps up it reads the
+        # next while this one is sent, otherwise it waits until this one was sent (``done``),
+        # so that a slow client never holds two batches.
+        writer, reader = anyio.create_memory_object_stream[tuple[list[bytes], anyio.Event]]()
 
         async def produce() -> None:
             try:
                 async with writer:
                     async for batch in body:
-                        await writer.send(batch)
-            except Exception as exc:  # re-raised by the sending side, after the body stops
+                        done = anyio.Event()
+                        await writer.send((batch, done))
+                        if not pace.ahead:
+                            await done.wait()
+            except Exception as exc:  # logged by the sending side, after the body stops
                 failure.append(exc)
             finally:
                 await _aclose(body)
 
         async def watch(cancel: anyio.CancelScope) -> None:
             nonlocal disconnected
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await _disconnected(receive)
             disconnected = True
             cancel.cancel()
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(produce)
-            group.start_soon(watch, group.cancel_scope)
-            async with reader:
-                async for batch in reader:
-                    for piece in batch:
-                        await send({"type": "http.response.body", "body": piece, "more_body": True})
-            if failure:
+        with pace:  # counted among the bodies that share the memory budget
+            async with anyio.create_task_group() as group:
+                group.start_soon(produce)
+                group.start_soon(watch, group.cancel_scope)
+                try:
+                    async with reader:
+                        async for batch, done in reader:
+                            began, size = time.monotonic(), 0
+                            for piece in batch:
+                                message = {
+                                    "type": "http.response.body",
+                                    "body": piece,
+                                    "more_body": True,
+                                }
+                                await send(message)
+                                size += len(piece)
+                            del batch
+                            pace.sent(size, time.monotonic() - began)
+                            transfer.sent += size
+                            done.set()
+                    if not failure:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                        transfer.outcome = "complete"
+                except Exception as exc:  # from the server's send: raised bare, not in a group
+                    server_error = exc
                 group.cancel_scope.cancel()
-                raise failure[0]
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            group.cancel_scope.cancel()
+        if server_error is not None:
+            raise server_error
+        if pump is not None:
+            transfer.entries = pump.entries_started
+        if failure:
+            _log_failure(failure[0], pump)
+        elif transfer.outcome != "complete" and disconnected:
+            transfer.outcome = "client left"
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Return once the client has gone (``http.disconnect``)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _log_failure(exc: BaseException, pump: Pump | None) -> None:
+    entry = getattr(exc, "entry", None) or (pump.current if pump is not None else None)
+    where = f"entry {entry!r}" if entry else "the body"
+    logger.error(
+        "transfer aborted: %s failed: %s: %s", where, type(exc).__name__, exc, exc_info=exc
+    )
 
 
 async def _aclose(body: AsyncIterator[list[bytes]]) -> None:
@@ -223,11 +319,18 @@ class ZipStreamResponse(_FilesResponse):
         level: zlib level 0-9 for deflate; None for the fast default.
         status_code: The HTTP status.
         headers: Extra headers; ones given here win over the computed ones.
+        background: A Starlette ``BackgroundTask`` (or ``BackgroundTasks``) run after the
+            body, as Starlette's own responses do; FastAPI attaches an endpoint's
+            ``BackgroundTasks`` here. It runs once the transfer has ended however it ended:
+            complete, left by the client, or failed (a source failed: then it runs before
+            the connection is aborted; the failure is logged on the ``multiresp`` logger).
 
     Raises:
         UnsafeNameError: ``filename`` holds CR, LF or NUL.
         ValueError: an unknown compression.
     """
+
+    media_type = ZIP_MEDIA_TYPE  # what FastAPI's OpenAPI documents for this response_class
 
     def __init__(
         self,
@@ -238,20 +341,27 @@ class ZipStreamResponse(_FilesResponse):
         level: int | None = None,
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
     ) -> None:
         super().__init__(
-            entries, media_type="application/zip", status_code=status_code, headers=headers
-        )
+            entries, media_type=ZIP_MEDIA_TYPE, status_code=status_code, headers=headers,
+            background=background,
+        )  # fmt: skip
         self._zip_options(filename, compression, level)
 
     def _length(self, entries: list[Entry]) -> int | None:
         return predict_zip_size(entries) if self.compression == "store" else None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _respond(
+        self, scope: Scope, receive: Receive, send: Send, transfer: _Transfer
+    ) -> None:
         entries = await self._entries()
         await self._start(send)
-        pump = Pump(entries, _ZipEncoder(self.compression, self.level))
-        await self._send_body(scope, receive, send, pump.batches())
+        pace = Pace()
+        pump = Pump(entries, _ZipEncoder(self.compression, self.level), pace)
+        await self._send_body(
+            scope, receive, send, pump.batches(), pace=pace, transfer=transfer, pump=pump
+        )
 
 
 class ZipResponse(_FilesResponse):
@@ -259,7 +369,10 @@ class ZipResponse(_FilesResponse):
 
     The temporary file is unlinked as soon as it is created (it lives only through its open
     descriptor), so it disappears when the response ends, fails, or the client goes away,
-    and even if the process dies.
+    and even if the process dies. A client that leaves while the archive is being built
+    stops the build within one block of reading. ``HEAD`` builds nothing and reads no
+    source: it carries the exact ``Content-Length`` when compression is ``"store"`` and
+    every size is known, and no ``Content-Length`` otherwise.
 
     Args:
         entries: Entries or paths (a folder's path sends its content), or an async iterable.
@@ -268,7 +381,13 @@ class ZipResponse(_FilesResponse):
         level: zlib level 0-9 for deflate; None for the fast default.
         status_code: The HTTP status.
         headers: Extra headers; ones given here win over the computed ones.
+        background: Run after the body, as for :class:`ZipStreamResponse`. A source that
+            fails while the archive is built fails the request before its headers (a 500
+            from the server), and then the task does not run, as with Starlette's own
+            responses when the endpoint raises.
     """
+
+    media_type = ZIP_MEDIA_TYPE  # what FastAPI's OpenAPI documents for this response_class
 
     def __init__(
         self,
@@ -279,30 +398,80 @@ class ZipResponse(_FilesResponse):
         level: int | None = None,
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
     ) -> None:
         super().__init__(
-            entries, media_type="application/zip", status_code=status_code, headers=headers
-        )
+            entries, media_type=ZIP_MEDIA_TYPE, status_code=status_code, headers=headers,
+            background=background,
+        )  # fmt: skip
         self._zip_options(filename, compression, level)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _length(self, entries: list[Entry]) -> int | None:
+        # Only HEAD uses it: a GET sends the spooled archive's own size.
+        return predict_zip_size(entries) if self.compression == "store" else None
+
+    async def _respond(
+        self, scope: Scope, receive: Receive, send: Send, transfer: _Transfer
+    ) -> None:
+        head = scope.get("method") == "HEAD"
         entries = await self._entries()
+        if head:
+            await self._start(send)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            transfer.outcome = "complete"
+            return
+        if "content-length" in self.headers:  # predicted for HEAD; the spool's size counts
+            del self.headers["content-length"]
         spool: IO[bytes] = await anyio.to_thread.run_sync(tempfile.TemporaryFile)
         try:
             pump = Pump(entries, _ZipEncoder(self.compression, self.level))
-            async for batch in pump.batches():
-                await anyio.to_thread.run_sync(spool.writelines, batch)
+            if not await self._spool(receive, pump, spool, transfer):
+                transfer.outcome = "client left"
+                return
             size = await anyio.to_thread.run_sync(spool.tell)
             self._set_header("content-length", str(size))
             await self._start(send)
             await anyio.to_thread.run_sync(spool.seek, 0)
-            await self._send_body(scope, receive, send, _read_blocks(spool))
+            pace = Pace()
+            await self._send_body(
+                scope, receive, send, _read_blocks(spool, pace), pace=pace, transfer=transfer
+            )
         finally:
             spool.close()
 
+    @staticmethod
+    async def _spool(receive: Receive, pump: Pump, spool: IO[bytes], transfer: _Transfer) -> bool:
+        """Write the archive to ``spool``; False when the client left first. A failure of a
+        source is raised as itself (the server answers 500)."""
+        failure: Exception | None = None
+        left = False
 
-async def _read_blocks(f: IO[bytes]) -> AsyncIterator[list[bytes]]:
-    while block := await anyio.to_thread.run_sync(f.read, READ_BLOCK):
+        async def watch(cancel: anyio.CancelScope) -> None:
+            nonlocal left
+            await _disconnected(receive)
+            left = True
+            cancel.cancel()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch, group.cancel_scope)
+            batches = pump.batches()
+            try:
+                async for batch in batches:
+                    # Not abandoned on cancel: the spool is closed only once no thread writes.
+                    await anyio.to_thread.run_sync(spool.writelines, batch, limiter=pump.limiter)
+            except Exception as exc:  # raised bare below, not in a group
+                failure = exc
+            finally:
+                await _aclose(batches)
+            group.cancel_scope.cancel()
+        transfer.entries = pump.entries_started
+        if failure is not None:
+            raise failure
+        return not left
+
+
+async def _read_blocks(f: IO[bytes], pace: Pace) -> AsyncIterator[list[bytes]]:
+    while block := await anyio.to_thread.run_sync(f.read, pace.block):
         yield [block]
 
 
@@ -346,10 +515,14 @@ class MultipartResponse(_FilesResponse):
         boundary: The boundary. Leave it out: a random boundary cannot be forged by a file.
         status_code: The HTTP status.
         headers: Extra headers; ones given here win over the computed ones.
+        background: Run after the body, as for :class:`ZipStreamResponse` (also when the
+            client left or a source failed).
 
     Raises:
         ValueError: the subtype is not a token or the boundary breaks RFC 2046.
     """
+
+    media_type = MULTIPART_MEDIA_TYPE  # what FastAPI's OpenAPI documents for response_class
 
     def __init__(
         self,
@@ -359,6 +532,7 @@ class MultipartResponse(_FilesResponse):
         boundary: str | None = None,
         status_code: int = 200,
         headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
     ) -> None:
         writer = MultipartWriter(subtype=subtype, boundary=boundary)  # validates both now
         self.subtype, self.boundary = subtype, writer.boundary
@@ -367,6 +541,7 @@ class MultipartResponse(_FilesResponse):
             media_type=writer.content_type,
             status_code=status_code,
             headers=headers,
+            background=background,
         )
 
     def _length(self, entries: list[Entry]) -> int | None:
@@ -375,16 +550,28 @@ class MultipartResponse(_FilesResponse):
         parts = [(e.name, e.size or 0, e.media_type) for e in entries]
         return multipart_size(parts, boundary=self.boundary, subtype=self.subtype)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _respond(
+        self, scope: Scope, receive: Receive, send: Send, transfer: _Transfer
+    ) -> None:
         entries = await self._entries()
         await self._start(send)
         writer = MultipartWriter(subtype=self.subtype, boundary=self.boundary)
-        pump = Pump(entries, _MultipartEncoder(writer))
-        await self._send_body(scope, receive, send, pump.batches())
+        pace = Pace()
+        pump = Pump(entries, _MultipartEncoder(writer), pace)
+        await self._send_body(
+            scope, receive, send, pump.batches(), pace=pace, transfer=transfer, pump=pump
+        )
 
 
-ZIP_MEDIA_TYPE = "application/zip"
-MULTIPART_MEDIA_TYPE = "multipart/mixed"
+NEGOTIATED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The files, as the request's Accept header asks",
+        "content": {ZIP_MEDIA_TYPE: {}, MULTIPART_MEDIA_TYPE: {}},
+    },
+    406: {"description": f"Accept allows neither {ZIP_MEDIA_TYPE} nor {MULTIPART_MEDIA_TYPE}"},
+}
+"""What a route that returns :func:`negotiate` answers, for FastAPI's OpenAPI: pass it as
+``@app.get(path, responses=NEGOTIATED_RESPONSES)``."""
 
 
 def negotiate(
@@ -393,6 +580,7 @@ def negotiate(
     *,
     filename: str = "files.zip",
     compression: Compression = "store",
+    background: BackgroundTask | None = None,
 ) -> Response:
     """The response the client's ``Accept`` header asks for.
 
@@ -405,16 +593,22 @@ def negotiate(
         entries: As for the responses.
         filename: The zip download name.
         compression: The zip compression.
+        background: Run after the response, whichever it is (see
+            :class:`ZipStreamResponse`). For FastAPI's OpenAPI, declare the route with
+            ``responses=NEGOTIATED_RESPONSES``.
     """
     chosen = choose(request.headers.get("accept"), [ZIP_MEDIA_TYPE, MULTIPART_MEDIA_TYPE])
     if chosen == ZIP_MEDIA_TYPE:
-        return ZipStreamResponse(entries, filename=filename, compression=compression)
+        return ZipStreamResponse(
+            entries, filename=filename, compression=compression, background=background
+        )
     if chosen == MULTIPART_MEDIA_TYPE:
-        return MultipartResponse(entries)
+        return MultipartResponse(entries, background=background)
     return PlainTextResponse(
         f"Not Acceptable: this resource is available as {ZIP_MEDIA_TYPE} or "
         f"{MULTIPART_MEDIA_TYPE}\n",
         status_code=406,
+        background=background,
     )
 
 
