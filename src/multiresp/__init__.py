@@ -20,6 +20,7 @@ from ._types import SavedFile as SavedFile
 from ._zipwriter import Compression as Compression
 
 if typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
+    from .responses import NEGOTIATED_RESPONSES as NEGOTIATED_RESPONSES
     from .responses import MultipartResponse as MultipartResponse
     from .responses import ZipResponse as ZipResponse
     from .responses import ZipStreamResponse as ZipStreamResponse
@@ -33,6 +34,7 @@ __all__ = (
     "IntegrityError",
     "LimitExceeded",
     "Limits",
+    "NEGOTIATED_RESPONSES",
     "MultipartResponse",
     "MultirespError",
     "ProtocolError",
@@ -47,6 +49,7 @@ __all__ = (
 
 # Public names whose module needs the server's dependencies: name -> submodule.
 _LAZY = {
+    "NEGOTIATED_RESPONSES": "responses",
     "MultipartResponse": "responses",
     "ZipResponse": "responses",
     "ZipStreamResponse": "responses",

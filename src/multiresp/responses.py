@@ -615,6 +615,7 @@ def negotiate(
 __all__ = (
     "Entries",
     "EntryLike",
+    "NEGOTIATED_RESPONSES",
     "MultipartResponse",
     "ZipResponse",
     "ZipStreamResponse",
