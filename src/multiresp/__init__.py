@@ -29,12 +29,12 @@ if typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __geta
 __version__ = "0.1.0.dev0"
 
 __all__ = (
+    "NEGOTIATED_RESPONSES",
     "Compression",
     "Entry",
     "IntegrityError",
     "LimitExceeded",
     "Limits",
-    "NEGOTIATED_RESPONSES",
     "MultipartResponse",
     "MultirespError",
     "ProtocolError",

@@ -613,9 +613,9 @@ def negotiate(
 
 
 __all__ = (
+    "NEGOTIATED_RESPONSES",
     "Entries",
     "EntryLike",
-    "NEGOTIATED_RESPONSES",
     "MultipartResponse",
     "ZipResponse",
     "ZipStreamResponse",
