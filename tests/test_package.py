@@ -146,6 +146,7 @@ def test_runtime_dependencies_are_exactly_what_src_imports() -> None:
 def test_tools_imports_are_in_their_extras(folder: str, extras: tuple[str, ...]) -> None:
     imports = _imports(ROOT / folder)
     local = {path.stem for path in (ROOT / folder).glob("*.py")} | {folder}
+    local |= {path.parent.name for path in ROOT.glob("*/__init__.py")}  # the repo's own packages
     available = {_requirement_name(r) for r in PROJECT["dependencies"]}
     for extra in extras:
         available |= _extra(extra)
