@@ -7,6 +7,7 @@ import pathlib
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -206,3 +207,23 @@ def test_from_path_takes_an_mtime_override(tmp_path: pathlib.Path) -> None:
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         dates = [info.date_time for info in archive.infolist()]
     assert dates == [(2021, 5, 6, 5, 8, 8), (1980, 1, 1, 0, 0, 0)]  # DOS time: UTC, 2 s steps
+
+
+@pytest.mark.parametrize(
+    ("build", "parameter"),
+    [
+        (lambda: Entry.from_bytes(b"x", b"name"), "name"),  # type: ignore[arg-type]
+        (lambda: Entry.from_bytes(b"x", 3), "name"),  # type: ignore[arg-type]
+        (lambda: Entry.from_iter([b"x"], b"name"), "name"),  # type: ignore[arg-type]
+        (lambda: Entry.from_path(b"/etc/hostname"), "path"),  # type: ignore[arg-type]
+        (lambda: Entry.from_path(3), "path"),  # type: ignore[arg-type]
+        (lambda: Entry.from_path("/etc/hostname", b"name"), "name"),  # type: ignore[arg-type]
+        (lambda: walk(b"/tmp"), "root"),  # type: ignore[arg-type]
+        (lambda: walk("/tmp", prefix=3), "prefix"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_bytes_or_int_name_or_path_is_a_type_error_naming_it(
+    build: Callable[[], object], parameter: str
+) -> None:
+    with pytest.raises(TypeError, match=f"^{parameter} must be"):
+        build()

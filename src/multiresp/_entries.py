@@ -119,6 +119,16 @@ _MIN_MICRO = ns_from_datetime(_MIN_DATETIME) // 1000
 _MAX_MICRO = ns_from_datetime(_MAX_DATETIME) // 1000
 
 
+def _str_arg(value: object, parameter: str) -> str:
+    """``value`` as a ``str`` path or name; a bytes or int one is a ``TypeError`` naming it."""
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(text, str):
+        raise TypeError(
+            f"{parameter} must be a str or os.PathLike[str], not {type(value).__name__}"
+        )
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One file (or empty directory) to send.
@@ -212,7 +222,9 @@ class Entry:
             ValueError: ``mtime`` is a naive datetime.
             OSError: the file cannot be stat'ed, or is neither a regular file nor a directory.
         """
-        path = os.fspath(path)
+        path = _str_arg(path, "path")
+        if name is not None:
+            name = _str_arg(name, "name")
         return cls._from_stat(path, os.stat(path), name, media_type, mtime=_aware(mtime))
 
     @classmethod
@@ -256,6 +268,7 @@ class Entry:
         """
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        name = _str_arg(name, "name")
         data = bytes(data)
         if name.endswith("/") and data:
             raise ValueError(f"directory entry {name!r} cannot have content")
@@ -291,6 +304,7 @@ class Entry:
             mtime: Timezone-aware modification time, or None.
         """
         source: Source
+        name = _str_arg(name, "name")
         if isinstance(chunks, (bytes, bytearray, memoryview, str)):
             raise TypeError("chunks must be an iterable of bytes; use Entry.from_bytes for bytes")
         if isinstance(chunks, AsyncIterable):
@@ -310,7 +324,7 @@ def entries_for_path(path: str | os.PathLike[str]) -> list[Entry]:
     ``photos/``; a path whose last segment is ``.`` or ``..`` (or ``/``) gives the content
     with no folder name in front, as ``zip -r out.zip .`` does.
     """
-    path = os.fspath(path)
+    path = _str_arg(path, "path")
     st = os.stat(path)
     if stat.S_ISDIR(st.st_mode):
         name = os.path.basename(path.rstrip(_SEPARATORS))
@@ -351,7 +365,8 @@ def walk(root: str | os.PathLike[str], *, prefix: str = "") -> list[Entry]:
         NotADirectoryError: ``root`` is not a folder.
         UnsafeNameError: ``prefix`` is not a safe relative path.
     """
-    top = os.fspath(root)
+    top = _str_arg(root, "root")
+    prefix = _str_arg(prefix, "prefix")
     if prefix:
         check_name(prefix)
     if not os.path.isdir(top):
