@@ -1,7 +1,8 @@
 """A bounded fuzz of the pure readers: mutated zips and multipart bodies, in any chunking.
 
-Whatever the bytes, a reader either raises a :class:`~multiresp.MultirespError` or ends with
-``End``; it never raises anything else, never hangs, and never hands out data that does not
+Whatever the bytes, a reader either raises a :class:`~multiresp.MultirespError` (and then the
+same error again on the next call) or ends with ``End``; it never raises anything else, never
+asks for data after the end of input, never hangs, and never hands out data that does not
 check: every accepted zip entry's bytes match their CRC-32 and size (and are the bytes of an
 entry that was written), every accepted multipart part's bytes match the size it declared.
 The seed is fixed, so a failure reproduces; the case count keeps the run to a few seconds.
@@ -191,9 +192,13 @@ def run(
     rng = random.Random(f"{SEED}-{label}")
     accepted = 0
     for case in [body, *(mutate(body, rng) for _ in range(MUTANTS_PER_SEED))]:
+        reader = make()
         try:
-            events = feed(make(), case, rng)
-        except MultirespError:
+            events = feed(reader, case, rng)
+        except MultirespError as error:
+            with pytest.raises(MultirespError) as again:  # the readers' contract: it stopped
+                reader.next_event()
+            assert again.value is error
             continue
         check_accepted(events, zip_crc=zip_crc)
         accepted += 1

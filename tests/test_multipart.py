@@ -702,7 +702,7 @@ def test_too_many_parts_are_refused() -> None:
     reader.receive_data(body)
     got = [reader.next_event() for _ in range(6)]
     assert [e.name for e in got if isinstance(e, EntryEnd)] == ["f0", "f1"]
-    with pytest.raises(LimitExceeded, match=r"part #3: more than 2 parts \(max_files\)"):
+    with pytest.raises(LimitExceeded, match=r"'f2' is entry number 3, .* of 2 .*\(max_files\)"):
         reader.next_event()
 
 
@@ -711,7 +711,8 @@ def test_a_declared_part_over_max_file_size_is_refused_before_its_data() -> None
     reader = MultipartReader(BOUNDARY, limits=Limits(max_file_size=100))
     reader.receive_data(body)
     with pytest.raises(
-        LimitExceeded, match=r"'big\.bin': 101 bytes, over 100 \(max_file_size\)"
+        LimitExceeded,
+        match=r"'big\.bin' declares 101 bytes, over the limit of 100 .*\(max_file_size\)",
     ) as info:
         reader.next_event()
     assert info.value.entry == "big.bin"
@@ -721,7 +722,9 @@ def test_an_undeclared_part_over_max_file_size_is_refused_before_the_excess() ->
     body = write([Part("big.bin", b"x" * 1000, known=False)])
     reader = MultipartReader(BOUNDARY, limits=Limits(max_file_size=500))
     handed_out = 0
-    with pytest.raises(LimitExceeded, match=r"'big\.bin': over 500 bytes \(max_file_size\)"):
+    with pytest.raises(
+        LimitExceeded, match=r"'big\.bin' reaches .* of 500 bytes .*\(max_file_size\)"
+    ):
         for offset in range(0, len(body), 100):
             reader.receive_data(body[offset : offset + 100])
             while (event := reader.next_event()) is not NEED_DATA:
@@ -733,7 +736,9 @@ def test_an_undeclared_part_over_max_file_size_is_refused_before_the_excess() ->
 @pytest.mark.parametrize("known", [True, False])
 def test_parts_over_max_total_size_are_refused(known: bool) -> None:
     body = write([Part("a", b"x" * 60, known), Part("b", b"y" * 60, known)])
-    with pytest.raises(LimitExceeded, match=r"'b'.*over 100 bytes \(max_total_size\)"):
+    with pytest.raises(
+        LimitExceeded, match=r"'b' .* over the limit of 100 bytes in all \(max_total_size\)"
+    ):
         read([body], limits=Limits(max_total_size=100))
     assert len(read([body], limits=Limits(max_total_size=120))) == 2
 
@@ -820,14 +825,15 @@ def test_bare_lf_framing_is_refused() -> None:
         read([body])
 
 
-def test_the_reader_refuses_to_go_on_after_an_error() -> None:
+def test_the_reader_raises_its_error_again_after_an_error() -> None:
     reader = MultipartReader(BOUNDARY)
     reader.receive_data(b"nothing")
     reader.receive_data(b"")
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as first:
         reader.next_event()
-    with pytest.raises(RuntimeError, match="earlier error"):
+    with pytest.raises(ProtocolError) as again:
         reader.next_event()
+    assert again.value is first.value
 
 
 def test_bytes_after_the_end_of_input_are_a_programming_error() -> None:

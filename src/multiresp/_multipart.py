@@ -38,6 +38,7 @@ from typing import Protocol
 
 from ._errors import IntegrityError, LimitExceeded, MultirespError, ProtocolError
 from ._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event, _Sentinel
+from ._limits import LimitTracker
 from ._names import (
     check_header_value,
     check_name,
@@ -436,7 +437,6 @@ class _State(enum.Enum):
     DATA = enum.auto()  # in a part's content
     CLOSED = enum.auto()  # the closing delimiter was read; End is next
     DONE = enum.auto()  # End was given; the epilogue is being dropped
-    FAILED = enum.auto()  # an error was raised; nothing more can be read
 
 
 class MultipartReader:
@@ -445,7 +445,8 @@ class MultipartReader:
     Feed bytes with :meth:`receive_data` and take events with :meth:`next_event` until it
     returns ``NEED_DATA`` (feed more) or :class:`End` (which it then keeps returning). For
     each part the events are one :class:`EntryStart`, any number of :class:`Data`, one
-    :class:`EntryEnd`.
+    :class:`EntryEnd`. It follows the readers' contract (:mod:`multiresp._events`), as
+    ``ZipReader`` does.
 
     Example::
 
@@ -465,9 +466,9 @@ class MultipartReader:
         "_decoder",
         "_delimiter",
         "_eof",
+        "_error",
         "_header_scanned",
         "_is_dir",
-        "_limits",
         "_max_header_bytes",
         "_max_headers",
         "_name",
@@ -476,7 +477,7 @@ class MultipartReader:
         "_received",
         "_skipped",
         "_state",
-        "_total",
+        "_tracker",
     )
 
     def __init__(
@@ -491,9 +492,10 @@ class MultipartReader:
 
         Args:
             boundary: The boundary, from :func:`boundary_from_content_type`.
-            limits: Bounds on part count (``max_files``), part size (``max_file_size``) and
-                the sum of part sizes (``max_total_size``); the defaults of :class:`Limits`
-                when None.
+            limits: Bounds on part count (``max_files``), part size (``max_file_size``), the
+                sum of part sizes (``max_total_size``), name length (``max_name_length``) and
+                depth (``max_depth``), held by one :class:`~multiresp._limits.LimitTracker`;
+                the defaults of :class:`Limits` when None.
             max_header_bytes: Most bytes of header lines in one part, blank line included.
             max_headers: Most header lines in one part.
 
@@ -506,17 +508,17 @@ class MultipartReader:
         if max_header_bytes < 1 or max_headers < 1:
             raise ValueError("max_header_bytes and max_headers must be positive")
         self._delimiter = b"\r\n--" + boundary.encode("ascii")
-        self._limits = limits if limits is not None else Limits()
+        self._tracker = LimitTracker(limits if limits is not None else Limits())
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
         self._buf: bytes | bytearray = _CRLF
         self._pos = 0
         self._eof = False
+        self._error: MultirespError | None = None
         self._state = _State.PREAMBLE
         self._skipped = -len(_CRLF)  # preamble or epilogue bytes dropped (not the CRLF above)
         self._header_scanned = 0  # bytes of the current header block searched already
         self._parts = 0
-        self._total = 0
         self._name: str | None = None  # the open part
         self._declared: int | None = None
         self._received = 0  # bytes of the open part's body read (encoded, if it is)
@@ -529,12 +531,15 @@ class MultipartReader:
 
         Raises:
             RuntimeError: bytes after the end of the body was marked.
+            MultirespError: the error an earlier call raised (the reader stopped there).
         """
-        if self._eof:
-            raise RuntimeError("receive_data() called after the end of the body (b'')")
+        if self._error is not None:
+            raise self._error
         if not data:
             self._eof = True
             return
+        if self._eof:
+            raise RuntimeError("receive_data() called with bytes after the end of input")
         if not isinstance(data, bytes):
             data = bytes(data)
         if self._state is _State.DONE:
@@ -555,7 +560,9 @@ class MultipartReader:
     def next_event(self) -> Event | _Sentinel:
         """Return the next event, or ``NEED_DATA`` when more bytes are needed.
 
-        After :class:`End`, every call returns :class:`End` again.
+        Follows the readers' contract (:mod:`multiresp._events`): never ``NEED_DATA`` once the
+        end of input was marked; after :class:`End`, :class:`End` again (an epilogue of up to
+        64 KiB is dropped); after an error, that error again.
 
         Raises:
             ProtocolError: a malformed or truncated body, a part without a name, a symlink or
@@ -563,14 +570,13 @@ class MultipartReader:
             IntegrityError: a part whose bytes disagree with its Content-Length.
             LimitExceeded: a bound of ``limits``, ``max_header_bytes`` or ``max_headers``.
             UnsafeNameError: a part's name could escape its directory.
-            RuntimeError: called again after one of the errors above.
         """
-        if self._state is _State.FAILED:
-            raise RuntimeError("the multipart reader stopped at an earlier error")
+        if self._error is not None:
+            raise self._error
         try:
             return self._next_event()
-        except MultirespError:
-            self._state = _State.FAILED
+        except MultirespError as exc:
+            self._error = exc
             raise
 
     def _next_event(self) -> Event | _Sentinel:
@@ -750,7 +756,7 @@ class MultipartReader:
         buf, pos = self._buf, self._pos
         length = end - pos
         decoder = self._decoder
-        if self._declared is None and decoder is None:
+        if decoder is None:
             self._check_growth(length)
         if isinstance(buf, bytes):
             chunk = buf if pos == 0 and end == len(buf) else buf[pos:end]
@@ -772,23 +778,12 @@ class MultipartReader:
         return Data(data)
 
     def _check_growth(self, length: int) -> None:
-        """Check bytes of a part without Content-Length before they are handed out."""
-        name, limits = self._name, self._limits
+        """Count content bytes of the open part against the limits before they are handed out."""
+        name = self._name
+        assert name is not None
         if self._is_dir:
             raise ProtocolError(f"multipart directory part {name!r} has content", entry=name)
-        size = self._decoded + length
-        if limits.max_file_size is not None and size > limits.max_file_size:
-            raise LimitExceeded(
-                f"multipart part {name!r}: over {limits.max_file_size} bytes (max_file_size)",
-                entry=name,
-            )
-        self._total += length
-        if limits.max_total_size is not None and self._total > limits.max_total_size:
-            raise LimitExceeded(
-                f"multipart part {name!r}: the parts add up to over {limits.max_total_size} bytes"
-                " (max_total_size)",
-                entry=name,
-            )
+        self._tracker.grow(name, self._decoded + length, length)
 
     def _delimiter_line(self) -> tuple[bool, int] | None:
         """Match CRLF "--" BOUNDARY, then "--" or padding and CRLF, at the position.
@@ -859,9 +854,6 @@ class MultipartReader:
     def _start_part(self, block: bytes) -> EntryStart:
         number = self._parts + 1
         label = f"multipart part #{number}"
-        limits = self._limits
-        if number > limits.max_files:
-            raise LimitExceeded(f"{label}: more than {limits.max_files} parts (max_files)")
         headers, known = _parse_headers(block, label, self._max_headers)
         disposition = known.get("content-disposition")
         if disposition is None:
@@ -874,7 +866,7 @@ class MultipartReader:
             name = parse_header_params(disposition)[1].get("name")
         if name is None:
             raise ProtocolError(f"{label}: Content-Disposition has neither filename nor name")
-        check_name(name)
+        self._tracker.admit(name)
         where = f"multipart part {name!r}"
         encoding = known.get("content-transfer-encoding")
         decoder: _Decoder | None = None
@@ -903,18 +895,7 @@ class MultipartReader:
         if is_dir and framing:
             raise ProtocolError(f"{where}: a directory part declares {framing} bytes", entry=name)
         if size is not None:
-            if limits.max_file_size is not None and size > limits.max_file_size:
-                raise LimitExceeded(
-                    f"{where}: {size} bytes, over {limits.max_file_size} (max_file_size)",
-                    entry=name,
-                )
-            if limits.max_total_size is not None and self._total + size > limits.max_total_size:
-                raise LimitExceeded(
-                    f"{where}: the parts add up to over {limits.max_total_size} bytes"
-                    " (max_total_size)",
-                    entry=name,
-                )
-            self._total += size
+            self._tracker.declare(name, size)
         self._parts = number
         self._name, self._declared, self._received, self._is_dir = name, framing, 0, is_dir
         self._decoder, self._decoded = decoder, 0

@@ -39,9 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ._errors import IntegrityError, LimitExceeded, MultirespError, ProtocolError
+from ._errors import IntegrityError, MultirespError, ProtocolError
 from ._events import NEED_DATA, Data, End, EntryEnd, EntryStart, _Sentinel
-from ._names import check_name
+from ._limits import LimitTracker
 from ._types import Limits
 from ._zipformat import (
     EXTRA_HEADER,
@@ -60,11 +60,9 @@ from ._zipformat import (
 STORED_OUTPUT_STEP = 1 << 20  # bytes: most content one Data event of a stored entry carries
 INFLATE_OUTPUT_STEP = 512 << 10  # bytes: most the inflater produces in one step (one Data event)
 INFLATE_INPUT_STEP = 128 << 10  # bytes: most compressed input given to the inflater at once
-RATIO_FLOOR = 1 << 20  # bytes inflated before max_compression_ratio is enforced on an entry
 MAX_ZIP64_EXTENSIBLE = 64 << 10  # bytes of "extensible data" accepted in the zip64 end record
 RAW_DEFLATE_WBITS = -zlib.MAX_WBITS  # window bits for deflate without a zlib header
 MAX_TRAILING_PADDING = 64 << 10  # bytes of NULs accepted after the end record (bsdtar's blocks)
-SHOWN_NAME_MAX = 64  # characters of an over-long name quoted in an error message
 
 METHOD_AES = 99  # WinZip AES encryption
 FLAG_ENCRYPTED = 1 << 0
@@ -446,8 +444,10 @@ class ZipReader:
     Args:
         limits: Bounds on entry count (``max_files``), entry size (``max_file_size``), the sum
             of entry sizes (``max_total_size``), inflated/compressed ratio per entry
-            (``max_compression_ratio``, past the first MiB) and name length
-            (``max_name_length``); the defaults of :class:`~multiresp.Limits` when None.
+            (``max_compression_ratio``, past the first MiB), name length
+            (``max_name_length``) and depth (``max_depth``), held by one
+            :class:`~multiresp._limits.LimitTracker`; the defaults of
+            :class:`~multiresp.Limits` when None.
     """
 
     __slots__ = (
@@ -455,24 +455,22 @@ class ZipReader:
         "_cd_start",
         "_central_count",
         "_current",
-        "_entries",
         "_eof",
         "_error",
         "_last",
-        "_limits",
         "_modes",
         "_modes_seen",
         "_padding",
         "_phase",
         "_step",
         "_streamed",
-        "_total",
+        "_tracker",
         "_zip64_end",
         "_zip64_end_at",
     )
 
     def __init__(self, *, limits: Limits | None = None) -> None:
-        self._limits = limits if limits is not None else Limits()
+        self._tracker = LimitTracker(limits if limits is not None else Limits())
         self._buf = _Buffer()
         self._eof = False
         self._error: MultirespError | None = None
@@ -481,8 +479,6 @@ class ZipReader:
         self._phase = _ENTRIES
         self._current: _Current | None = None
         self._last: str | None = None  # the last entry that ended
-        self._entries = 0
-        self._total = 0  # content bytes handed out, all entries
         self._streamed: collections.deque[_Streamed] = collections.deque()
         self._central_count = 0
         self._modes: list[tuple[str, int]] = []  # (name, permission bits) from the directory
@@ -500,7 +496,10 @@ class ZipReader:
 
         Raises:
             RuntimeError: bytes given after the end of input was signalled.
+            MultirespError: the error an earlier call raised (the reader stopped there).
         """
+        if self._error is not None:
+            raise self._error
         if not data:
             self._eof = True
             return
@@ -511,7 +510,9 @@ class ZipReader:
     def next_event(self) -> EntryStart | Data | EntryEnd | End | _Sentinel:
         """The next event, or ``NEED_DATA`` when more bytes must be fed first.
 
-        After ``End`` every further call returns ``End`` again, unless bytes followed it.
+        Follows the readers' contract (:mod:`multiresp._events`): never ``NEED_DATA`` once the
+        end of input was marked; after ``End``, ``End`` again (NUL padding after the end
+        record, as bsdtar writes, is dropped); after an error, that error again.
 
         Raises:
             UnsafeNameError: an entry name could escape its directory (checked before its data).
@@ -630,7 +631,6 @@ class ZipReader:
         fields = _parse_extra(header[LOCAL_HEADER.size + name_len :], raw_name)
         name = _strip_dot(_decode_name(raw_name, flags, fields))
         hidden = name == ROOT_ENTRY
-        limits = self._limits
 
         for flag, why in REFUSED_FLAGS.items():
             if flags & flag:
@@ -645,22 +645,8 @@ class ZipReader:
                 " deflate (8) are supported",
                 entry=name,
             )
-        if len(name) > limits.max_name_length:
-            shown = name if len(name) <= SHOWN_NAME_MAX else name[:SHOWN_NAME_MAX] + "..."
-            raise LimitExceeded(
-                f"entry {shown!r} has a name of {len(name)} characters, over the limit of"
-                f" {limits.max_name_length} (max_name_length)",
-                entry=name,
-            )
         if not hidden:
-            check_name(name)
-            self._entries += 1
-        if self._entries > limits.max_files:
-            raise LimitExceeded(
-                f"entry {name!r} is entry number {self._entries}, over the limit of"
-                f" {limits.max_files} entries (max_files)",
-                entry=name,
-            )
+            self._tracker.admit(name)
         if fields.unix_mode is not None:
             _refuse_file_type(name, fields.unix_mode, "mode in its local 'n' extra field")
 
@@ -691,7 +677,7 @@ class ZipReader:
                 entry=name,
             )
         if declared_size is not None:
-            self._check_limits(name, 0, declared_size, "declares")
+            self._tracker.declare(name, declared_size)
 
         current = _Current(
             name=name,
@@ -721,28 +707,11 @@ class ZipReader:
             is_dir=is_dir,
         )
 
-    def _check_limits(self, name: str, before: int, after: int, verb: str) -> None:
-        """Check an entry growing from ``before`` to ``after`` bytes against the limits."""
-        limits = self._limits
-        if limits.max_file_size is not None and after > limits.max_file_size:
-            raise LimitExceeded(
-                f"entry {name!r} {verb} more than {limits.max_file_size} bytes (max_file_size)",
-                entry=name,
-            )
-        total = self._total + after - before
-        if limits.max_total_size is not None and total > limits.max_total_size:
-            raise LimitExceeded(
-                f"entry {name!r} takes the archive past {limits.max_total_size} bytes"
-                " (max_total_size)",
-                entry=name,
-            )
-
     # -- entry data ----------------------------------------------------------------------------
 
     def _emit(self, current: _Current, piece: bytes) -> Data:
         """Check ``piece`` against the limits and the entry's promises, then hand it out."""
-        size = current.size
-        after = size + len(piece)
+        after = current.size + len(piece)
         if current.is_dir:
             raise ProtocolError(f"directory entry {current.name!r} has content", entry=current.name)
         if current.declared_size is not None and after > current.declared_size:
@@ -751,11 +720,8 @@ class ZipReader:
                 " local header declares",
                 entry=current.name,
             )
-        limits = self._limits
-        if limits.max_file_size is not None or limits.max_total_size is not None:
-            self._check_limits(current.name, size, after, "has")
+        self._tracker.grow(current.name, after, len(piece))
         current.size = after
-        self._total += len(piece)
         current.crc = crc32(piece, current.crc)
         return Data(piece)
 
@@ -841,15 +807,7 @@ class ZipReader:
             current.remaining = remaining - consumed
         current.full = len(out) == INFLATE_OUTPUT_STEP
         if out:
-            after = current.size + len(out)
-            ratio = self._limits.max_compression_ratio
-            if after > RATIO_FLOOR and after > ratio * current.compressed:
-                raise LimitExceeded(
-                    f"entry {current.name!r} inflates {current.compressed} bytes to more than"
-                    f" {after}: over the compression ratio limit of {ratio:g}"
-                    " (max_compression_ratio)",
-                    entry=current.name,
-                )
+            self._tracker.check_ratio(current.name, current.compressed, current.size + len(out))
             return self._emit(current, out)
         if view and not consumed and not inflater.eof:
             raise ProtocolError(
