@@ -19,6 +19,7 @@ CORE = [
     "_zipreader",
     "_multipart",
     "_http",
+    "_limits",
 ]
 FORBIDDEN = {"anyio", "starlette", "httpx", "aiofiles", "socket", "asyncio", "trio", "uvicorn"}
 
