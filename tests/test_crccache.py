@@ -236,7 +236,7 @@ def test_processes_share_the_file_at_once_without_error_or_wrong_value(
         for seed in range(4)
     ]
     results = [worker.communicate(timeout=120) for worker in workers]
-    for worker, (out, err) in zip(workers, results):
+    for worker, (out, err) in zip(workers, results, strict=True):
         assert worker.returncode == 0, err
         assert not err  # no warning: the file never failed
         hits, wrong = map(int, out.split())
