@@ -55,6 +55,7 @@ logger = logging.getLogger("multiresp")
 ENV_VAR = "MULTIRESP_CRC_CACHE"  # path of the shared cache file, read on the cache's first use
 MEMORY_ENTRIES = 4096  # CRCs remembered per process (least recently used dropped first)
 STORE_ENTRIES = 100_000  # rows kept in the shared file by default (about 20 MB)
+WAL_BYTES = 4 << 20  # the write-ahead log is cut back to this after each checkpoint
 BUSY_SECONDS = 0.5  # longest wait for another process's write before a put is skipped
 RACY_SECONDS = 2  # a file changed this close to the read of its CRC is not remembered
 RACY_NS = RACY_SECONDS * 1_000_000_000
@@ -177,6 +178,7 @@ class _Store:
             try:
                 connection.execute("PRAGMA journal_mode=WAL")
                 connection.execute("PRAGMA synchronous=NORMAL")  # a lost row is only a miss
+                connection.execute(f"PRAGMA journal_size_limit={WAL_BYTES}")
                 connection.execute(
                     f"CREATE TABLE IF NOT EXISTS {TABLE} "
                     "(key TEXT PRIMARY KEY, crc INTEGER NOT NULL)"
