@@ -7,6 +7,7 @@ client-only program (``import multiresp.client``) never imports Starlette or the
 import importlib
 import typing
 
+from ._crccache import use_crc_cache as use_crc_cache
 from ._entries import Entry as Entry
 from ._entries import walk as walk
 from ._errors import IntegrityError as IntegrityError
@@ -44,6 +45,7 @@ __all__ = (
     "ZipResponse",
     "ZipStreamResponse",
     "negotiate",
+    "use_crc_cache",
     "walk",
 )
 

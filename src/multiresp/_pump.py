@@ -43,6 +43,8 @@ import anyio
 import anyio.to_thread
 
 from . import _fs
+from ._crccache import CrcCache as _CrcCache  # noqa: F401 - tests and benchmarks reset it
+from ._crccache import crc_cache
 from ._entries import AsyncIterSource, BytesSource, Entry, IterSource, PathSource
 from ._errors import IntegrityError, UnsafeNameError
 from ._zipformat import crc32
@@ -60,7 +62,6 @@ CRC_PIECE = 1 << 20  # bytes read per CRC step of a file read only for its CRC (
 LOOK_AHEAD_ENTRIES = 16  # pending entries searched for the next files to CRC ahead
 SEND_TARGET = 1 << 20  # bytes of output gathered before a send (small files, headers)
 COALESCE_BELOW = 256 << 10  # pieces smaller than this are joined; larger ones sent as they are
-CRC_CACHE_ENTRIES = 4096  # (device, inode, size, mtime) -> CRC-32 remembered per process
 CRC_AHEAD_FILES = 2  # large files whose CRC is computed ahead, beside the one being sent
 # A connection's reads follow its client's pace (see Pace): a hop reads between MIN_BLOCK and
 # READ_BLOCK bytes, about PACE_SECONDS of what the client took per second.
@@ -100,36 +101,6 @@ class Encoder(Protocol):
     def finish(self) -> bytes:
         """The bytes that close the body."""
         ...
-
-
-class _CrcCache:
-    """A small, thread-safe LRU of file CRCs keyed by what says the file is unchanged."""
-
-    def __init__(self, capacity: int = CRC_CACHE_ENTRIES) -> None:
-        self._items: collections.OrderedDict[tuple[int, ...], int] = collections.OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(source: PathSource) -> tuple[int, ...]:
-        return source.key
-
-    def get(self, source: PathSource) -> int | None:
-        with self._lock:
-            key = self.key(source)
-            crc = self._items.get(key)
-            if crc is not None:
-                self._items.move_to_end(key)
-            return crc
-
-    def put(self, source: PathSource, crc: int) -> None:
-        with self._lock:
-            self._items[self.key(source)] = crc
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
-
-
-crc_cache = _CrcCache()
 
 
 class Pace:
