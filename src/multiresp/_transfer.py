@@ -25,9 +25,19 @@ from ._types import Limits
 
 MAX_RESUME_ATTEMPTS = 3  # resume attempts in a row that bring no new byte before giving up
 RESUME_BACKOFF = 0.25  # seconds before the first resume attempt; doubles for each further one
+RESUME_BACKOFF_MAX = 4.0  # seconds: the longest wait before a resume attempt
 RATE_WINDOW = 5.0  # seconds over which min_rate is measured
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.ASCII)
+
+
+def _how_it_ended(exc: httpx.TransportError) -> str:
+    """How the body stopped, as the start of an error message."""
+    if isinstance(exc, httpx.RemoteProtocolError):  # a clean close before the body's end
+        return "the server ended the response early"
+    if isinstance(exc, httpx.TimeoutException):
+        return "the server went silent"
+    return "the connection broke before the response ended"
 
 
 def _content_length(headers: httpx.Headers) -> int | None:
@@ -71,9 +81,10 @@ class Transfer:
         self.batcher: Batcher | None = None
         self.total: int | None = None  # Content-Length of the first response
         self.etag: str | None = None  # its strong ETag
-        self.resumable = False
+        self.not_resumable: str | None = None  # why the body cannot be resumed, once opened
         self._attempts = 0  # resume attempts since the last one that brought bytes
         self._received_at_drop = -1
+        self._drop = ""  # what ended the body the last time bytes had arrived before a drop
 
     @property
     def decoder(self) -> BodyDecoder | None:
@@ -195,14 +206,30 @@ class Transfer:
         self.total = _content_length(headers)
         etag = headers.get("etag")
         self.etag = etag if etag and not etag.startswith("W/") else None
+        self.not_resumable = self._not_resumable(headers, etag, decoder)
+
+    def _not_resumable(
+        self, headers: httpx.Headers, etag: str | None, decoder: BodyDecoder
+    ) -> str | None:
+        """Why the first response could not be resumed, or None when it can."""
         ranges = {token.strip().lower() for token in headers.get("accept-ranges", "").split(",")}
-        self.resumable = (
-            self.resume
-            and self.method == "GET"
-            and self.etag is not None
-            and "bytes" in ranges
-            and decoder.inflater is None
-        )
+        if not self.resume:
+            return "resume=False"
+        if self.method != "GET":
+            return f"only GET is resumed, not {self.method}"
+        if self.etag is None:
+            return f"its ETag {etag} is weak" if etag else "it has no strong ETag"
+        if "bytes" not in ranges:
+            return "it has no Accept-Ranges: bytes"
+        if decoder.inflater is not None:
+            return f"it came with Content-Encoding {headers.get('content-encoding')}"
+        return None
+
+    @property
+    def resumable(self) -> bool:
+        """The first response can be resumed: a GET with a strong ETag, Accept-Ranges: bytes
+        and no Content-Encoding, and ``resume`` is on."""
+        return self.batcher is not None and self.not_resumable is None
 
     def _check_resumed(self, response: httpx.Response) -> None:
         decoder = self._decoder()
@@ -265,12 +292,18 @@ class Transfer:
     def dropped(self, exc: httpx.TransportError) -> float:
         """The connection failed: the seconds to wait before asking for the rest.
 
+        Resuming goes on as long as each attempt brings new bytes; after
+        ``MAX_RESUME_ATTEMPTS`` attempts in a row that bring none, it gives up. The wait before
+        the ``n``-th attempt of such a run is ``RESUME_BACKOFF * 2 ** (n - 1)`` seconds, at most
+        ``RESUME_BACKOFF_MAX``.
+
         Raises:
             httpx.TransportError: ``exc`` itself, when no response had arrived yet.
             TransferTimeout: the deadline passed, the rate fell under ``min_rate``, or the
                 server went silent (a read timeout) and the body cannot be resumed.
-            ProtocolError: the body cannot be resumed, or attempts ran out; it names the entry
-                in progress.
+            ProtocolError: the body cannot be resumed, or attempts ran out. It says how the
+                body ended (the server ended it early, or the connection broke), the entry in
+                progress, how many bytes had arrived, and why it was not resumed.
         """
         self.check_time()
         decoder = self.decoder
@@ -278,23 +311,28 @@ class Transfer:
             raise exc
         if decoder.received > self._received_at_drop:
             self._attempts = 0
+            self._drop = _how_it_ended(exc)
         self._received_at_drop = decoder.received
         self._attempts += 1
-        if not self.resumable:
+        if self.not_resumable is not None:
             reason = (
-                "the response cannot be resumed (that needs a GET, a strong ETag, Accept-Ranges:"
-                " bytes and no Content-Encoding; resume=False turns it off)"
+                f"it cannot be resumed: {self.not_resumable} (resuming needs a GET, a strong"
+                " ETag, Accept-Ranges: bytes and no Content-Encoding)"
             )
         elif self._attempts > MAX_RESUME_ATTEMPTS:
-            reason = f"gave up after {MAX_RESUME_ATTEMPTS} attempts to resume"
+            reason = (
+                f"gave up after {MAX_RESUME_ATTEMPTS} attempts to resume in a row brought no"
+                f" byte (the last: {type(exc).__name__}: {exc})"
+            )
         else:
-            return float(RESUME_BACKOFF * 2 ** (self._attempts - 1))
+            return float(min(RESUME_BACKOFF * 2 ** (self._attempts - 1), RESUME_BACKOFF_MAX))
         total = self.total if self.total is not None else "?"
         if isinstance(exc, httpx.TimeoutException):
             self._timed_out(f"got no byte within the read timeout ({exc}); {reason}", exc)
+        cause = f" ({type(exc).__name__}: {exc})" if self._attempts == 1 else ""
         raise ProtocolError(
-            f"connection to {self.url} lost {decoder.where()}, after {decoder.received} of"
-            f" {total} bytes ({type(exc).__name__}: {exc}); {reason}",
+            f"{self._drop} {decoder.where()}, after {decoder.received} of {total} bytes from"
+            f" {self.url}{cause}; {reason}",
             entry=decoder.current,
         ) from exc
 
