@@ -22,6 +22,7 @@ import zipfile
 from collections.abc import Callable
 from urllib.parse import quote
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -104,6 +105,7 @@ class Site:
     version: int = 1
     validators: bool = True  # send ETag and Accept-Ranges, and honour Range
     honour_if_range: bool = True  # False: a sloppy server that sends 206 whatever If-Range says
+    content_range: str | None = None  # "from-zero" or "other-total": a wrong 206
 
     def body(self, fmt: str) -> bytes:
         make, _ = FORMATS[fmt]
@@ -131,7 +133,10 @@ def range_app(site: Site) -> Starlette:
             if start >= len(body):
                 headers["content-range"] = f"bytes */{len(body)}"
                 return Response(b"", 416, headers=headers)
-            headers["content-range"] = f"bytes {start}-{end}/{len(body)}"
+            if site.content_range == "from-zero":  # the start asked for is ignored
+                start, end = 0, len(body) - 1
+            total = len(body) + (1 if site.content_range == "other-total" else 0)
+            headers["content-range"] = f"bytes {start}-{end}/{total}"
             return Response(body[start : end + 1], 206, headers=headers, media_type=media_type)
         return Response(body, headers=headers, media_type=media_type)
 
@@ -258,6 +263,30 @@ def test_no_splice_when_the_files_changed_between_attempts(
     assert temp_files(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("content_range", "problem"),
+    [("from-zero", "the server sent 'bytes 0-"), ("other-total", "the server sent 'bytes ")],
+)
+def test_no_splice_when_the_206_is_not_the_rest(
+    server: LiveServer,
+    site: Site,
+    tmp_path: pathlib.Path,
+    content_range: str,
+    problem: str,
+) -> None:
+    site.content_range = content_range
+    cut = data_offset(site.body("multipart"), "multipart", "big/two.bin") + 10
+    with (
+        CuttingProxy(server.port, [cut]) as proxy,
+        pytest.raises(ProtocolError, match=re.escape(problem)) as caught,
+    ):
+        download(f"{proxy.url}/multipart", tmp_path)
+    assert caught.value.entry == "big/two.bin"
+    assert f"resuming {proxy.url}/multipart at byte {cut}" in str(caught.value)
+    assert tree(tmp_path) == {name: FILES[name] for name in ("first.txt", "big/one.bin")}
+    assert temp_files(tmp_path) == []
+
+
 # -- (3) the server ends early and the body cannot be resumed: say so -------------------------
 
 
@@ -372,3 +401,65 @@ def test_the_proxy_log_is_what_the_client_sent(server: LiveServer, tmp_path: pat
     assert exchange.requests[0]["x-probe"] == "1"
     assert exchange.status == 200 and not exchange.cut
     assert exchange.body_bytes == len(multipart_body(FILES))
+
+
+# -- the retry schedule, without a network ----------------------------------------------------
+
+
+def opened_transfer(**headers: str) -> _transfer.Transfer:
+    transfer = _transfer.Transfer(
+        "http://example.invalid/files", method="GET", limits=None, resume=True, progress=None
+    )
+    response = httpx.Response(
+        200,
+        headers={"content-type": MULTIPART, **headers},
+        request=httpx.Request("GET", "http://example.invalid/files"),
+    )
+    transfer.open(response)
+    return transfer
+
+
+def test_backoff_doubles_up_to_its_cap_and_restarts_after_progress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_transfer, "RESUME_BACKOFF", 1.0)
+    monkeypatch.setattr(_transfer, "RESUME_BACKOFF_MAX", 4.0)
+    monkeypatch.setattr(_transfer, "MAX_RESUME_ATTEMPTS", 5)
+    transfer = opened_transfer(etag='"v1"', **{"accept-ranges": "bytes"})
+    drop = httpx.RemoteProtocolError("peer closed connection")
+    body = multipart_body(FILES)
+    list(transfer.feed(body[:1000]))
+    assert [transfer.dropped(drop) for _ in range(5)] == [1.0, 2.0, 4.0, 4.0, 4.0]
+    list(transfer.feed(body[1000:2000]))  # an attempt brought bytes: a fresh run of attempts
+    assert transfer.dropped(drop) == 1.0
+    assert transfer.request_kwargs({})["headers"]["range"] == "bytes=2000-"
+    for _ in range(4):
+        transfer.dropped(drop)
+    with pytest.raises(ProtocolError, match="gave up after 5 attempts") as caught:
+        transfer.dropped(drop)
+    assert str(caught.value).startswith(
+        "the server ended the response early in entry 'first.txt', after 2000 of ? bytes"
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        ({}, "it has no strong ETag"),
+        ({"etag": 'W/"v1"', "accept-ranges": "bytes"}, 'its ETag W/"v1" is weak'),
+        ({"etag": '"v1"'}, "it has no Accept-Ranges: bytes"),
+        ({"etag": '"v1"', "accept-ranges": "none"}, "it has no Accept-Ranges: bytes"),
+        (
+            {"etag": '"v1"', "accept-ranges": "bytes", "content-encoding": "gzip"},
+            "it came with Content-Encoding gzip",
+        ),
+    ],
+)
+def test_the_error_says_why_a_body_cannot_be_resumed(headers: dict[str, str], why: str) -> None:
+    transfer = opened_transfer(**headers)
+    assert not transfer.resumable
+    with pytest.raises(ProtocolError) as caught:
+        transfer.dropped(httpx.ReadError("connection reset by peer"))
+    message = str(caught.value)
+    assert message.startswith("the connection broke before the response ended")
+    assert f"it cannot be resumed: {why} (" in message
