@@ -106,6 +106,7 @@ class Site:
     validators: bool = True  # send ETag and Accept-Ranges, and honour Range
     honour_if_range: bool = True  # False: a sloppy server that sends 206 whatever If-Range says
     content_range: str | None = None  # "from-zero" or "other-total": a wrong 206
+    unavailable: int = 0  # answer this many range requests with 503, as a restarting server
 
     def body(self, fmt: str) -> bytes:
         make, _ = FORMATS[fmt]
@@ -127,6 +128,9 @@ def range_app(site: Site) -> Starlette:
         if_range = request.headers.get("if-range")
         current = if_range is None or if_range == site.etag() or not site.honour_if_range
         match = RANGE.fullmatch(wanted or "")
+        if match and site.unavailable:
+            site.unavailable -= 1
+            return Response(b"restarting", 503, headers={"retry-after": "1"})
         if site.validators and match and current:
             start = int(match[1])
             end = min(int(match[2]) if match[2] else len(body) - 1, len(body) - 1)
@@ -284,6 +288,42 @@ def test_no_splice_when_the_206_is_not_the_rest(
     assert caught.value.entry == "big/two.bin"
     assert f"resuming {proxy.url}/multipart at byte {cut}" in str(caught.value)
     assert tree(tmp_path) == {name: FILES[name] for name in ("first.txt", "big/one.bin")}
+    assert temp_files(tmp_path) == []
+
+
+def test_a_resume_answered_503_is_retried(
+    server: LiveServer, site: Site, tmp_path: pathlib.Path
+) -> None:
+    site.unavailable = _transfer.MAX_RESUME_ATTEMPTS - 1
+    cut = data_offset(site.body("zip"), "zip", "big/one.bin") + 5000
+    with CuttingProxy(server.port, [cut]) as proxy:
+        download(f"{proxy.url}/zip", tmp_path)
+    assert tree(tmp_path) == FILES
+    assert proxy.ranges == [None] + [f"bytes={cut}-"] * _transfer.MAX_RESUME_ATTEMPTS
+    assert [exchange.status for exchange in proxy.exchanges[1:]] == [503] * (
+        _transfer.MAX_RESUME_ATTEMPTS - 1
+    ) + [206]
+
+
+@pytest.mark.anyio
+async def test_a_server_that_stays_unavailable_is_given_up_on(
+    server: LiveServer, site: Site, tmp_path: pathlib.Path
+) -> None:
+    site.unavailable = 100
+    cut = data_offset(site.body("multipart"), "multipart", "big/one.bin") + 5000
+    with (
+        CuttingProxy(server.port, [cut]) as proxy,
+        pytest.raises(ProtocolError) as caught,
+    ):
+        await adownload(f"{proxy.url}/multipart", tmp_path)
+    attempts = _transfer.MAX_RESUME_ATTEMPTS
+    assert str(caught.value).startswith(
+        f"the server ended the response early in entry 'big/one.bin', after {cut} of"
+    )
+    assert f"gave up after {attempts} attempts" in str(caught.value)
+    assert "answered 503 Service Unavailable to the resume" in str(caught.value)
+    assert len(proxy.exchanges) == 1 + attempts
+    assert tree(tmp_path) == {"first.txt": FILES["first.txt"]}
     assert temp_files(tmp_path) == []
 
 

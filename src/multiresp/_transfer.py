@@ -23,12 +23,23 @@ from ._events import Event
 from ._progress import Progress, ProgressCallback, Reporter
 from ._types import Limits
 
-MAX_RESUME_ATTEMPTS = 3  # resume attempts in a row that bring no new byte before giving up
-RESUME_BACKOFF = 0.25  # seconds before the first resume attempt; doubles for each further one
-RESUME_BACKOFF_MAX = 4.0  # seconds: the longest wait before a resume attempt
+MAX_RESUME_ATTEMPTS = 5  # resume attempts in a row that bring no new byte before giving up
+RESUME_BACKOFF = 0.5  # seconds before the first resume attempt; doubles for each further one
+RESUME_BACKOFF_MAX = 8.0  # seconds: the longest wait before a resume attempt
+# A resume answered with one of these is retried like a dropped connection: a server being
+# restarted, or a gateway in front of it, says so for a moment.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RATE_WINDOW = 5.0  # seconds over which min_rate is measured
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.ASCII)
+
+
+class ServerUnavailable(httpx.TransportError):
+    """A resume was answered with a status that says "try again soon" (``RETRY_STATUSES``).
+
+    The download loops treat it as a dropped connection: it counts as an attempt that brought
+    no byte, and the next one waits longer.
+    """
 
 
 def _how_it_ended(exc: httpx.TransportError) -> str:
@@ -238,6 +249,12 @@ class Transfer:
         def refuse(problem: str) -> ProtocolError:
             return ProtocolError(f"{where}: {problem}", entry=decoder.current)
 
+        if response.status_code in RETRY_STATUSES:
+            raise ServerUnavailable(
+                f"the server answered {response.status_code} {response.reason_phrase}"
+                f" to the resume at byte {decoder.received}",
+                request=response.request,
+            )
         if response.status_code != httpx.codes.PARTIAL_CONTENT:
             changed = (
                 " (the resource changed, or the server ignores Range)"
