@@ -34,7 +34,7 @@ class Exchange:
 
     requests: list[dict[str, str]] = dataclasses.field(default_factory=list)  # lowercase names
     status: int | None = None  # of the first response
-    body_bytes: int = 0  # body bytes of the first response forwarded to the client
+    body_bytes: int = 0  # bytes forwarded to the client after the first response's head
     cut: bool = False  # the proxy cut it
 
     @property
@@ -127,6 +127,7 @@ class CuttingProxy:
     ) -> None:
         with contextlib.ExitStack() as stack:
             stack.enter_context(client)
+            client.settimeout(None)  # not the listener's polling timeout: sendall must not stop
             upstream = stack.enter_context(
                 socket.create_connection(("127.0.0.1", self.upstream_port))
             )
