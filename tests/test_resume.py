@@ -412,20 +412,24 @@ def test_download_resumes_multiresp_responses_through_a_cutting_proxy(
 # -- (5) the command line resumes too ----------------------------------------------------------
 
 
+def multiresp_get(url: str, dest: pathlib.Path) -> subprocess.CompletedProcess[str]:
+    """The console script, run as users do, on this worktree's code."""
+    return subprocess.run(
+        [str(SCRIPT), "get", url, "-o", str(dest), "--no-progress"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        timeout=60,
+    )
+
+
 def test_multiresp_get_resumes_through_a_cutting_proxy(
     server: LiveServer, site: Site, tmp_path: pathlib.Path
 ) -> None:
     cuts = cut_points(site.body("zip"), "zip")[:3]
     dest = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
     with CuttingProxy(server.port, cuts) as proxy:
-        run = subprocess.run(
-            [str(SCRIPT), "get", f"{proxy.url}/zip", "-o", str(dest), "--no-progress"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-        )
+        run = multiresp_get(f"{proxy.url}/zip", dest)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith(f"Saved {len(FILES)} files")
     assert tree(dest) == FILES
@@ -503,3 +507,23 @@ def test_the_error_says_why_a_body_cannot_be_resumed(headers: dict[str, str], wh
     message = str(caught.value)
     assert message.startswith("the connection broke before the response ended")
     assert f"it cannot be resumed: {why} (" in message
+
+
+def test_multiresp_get_says_the_server_ended_early_in_one_line(
+    server: LiveServer, site: Site, tmp_path: pathlib.Path
+) -> None:
+    site.validators = False
+    cut = data_offset(site.body("zip"), "zip", "big/one.bin") + 4321
+    dest = tmp_path / "out"
+    with CuttingProxy(server.port, [cut]) as proxy:
+        run = multiresp_get(f"{proxy.url}/zip", dest)
+    assert run.returncode == 1
+    assert run.stdout == ""
+    (line,) = run.stderr.splitlines()
+    assert line.startswith(
+        "multiresp get: error: ProtocolError: the server ended the response early in entry"
+        f" 'big/one.bin', after {cut} of {len(site.body('zip'))} bytes"
+    )
+    assert "it cannot be resumed: it has no strong ETag" in line
+    assert tree(dest) == {"first.txt": FILES["first.txt"]}
+    assert temp_files(dest) == []
