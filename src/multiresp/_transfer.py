@@ -266,17 +266,21 @@ class Transfer:
         if match is None:
             raise refuse(f"Content-Range {response.headers.get('content-range')!r} is unusable")
         start, end, total = match.groups()
-        expected_total = str(self.total) if self.total is not None else total
-        if int(start) != decoder.received or total != expected_total:
-            raise refuse(f"the server sent {match.group(0)!r}")
+        sent = f"asked for bytes={decoder.received}- and the server sent {match.group(0)!r}"
+        if int(start) != decoder.received:
+            raise refuse(f"{sent}, which starts elsewhere")
+        if self.total is not None and total != str(self.total):
+            raise refuse(f"{sent}, whose total is not the {self.total} bytes of the body")
         if total != "*" and int(end) != int(total) - 1:
-            raise refuse(f"the server sent {match.group(0)!r}, not the rest of the body")
+            raise refuse(f"{sent}, not the rest of the body")
         etag = response.headers.get("etag")
         if etag != self.etag:  # without it, the rest may come from another version
             said = f"changed to {etag}" if etag is not None else "is missing from the 206"
             raise refuse(f"the ETag {self.etag} {said}: the rest may be of another version")
         if inflater_for(response.headers.get("content-encoding")) is not None:
             raise refuse("the rest came with a Content-Encoding")
+        if self.total is None and total != "*":  # a chunked first response: now it is known
+            self.total = int(total)
 
     def _decoder(self) -> BodyDecoder:
         decoder = self.decoder
