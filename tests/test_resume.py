@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from multiresp import Entry, ProtocolError, _transfer
+from multiresp import Entry, ProtocolError, TransferTimeout, _transfer
 from multiresp._sink import TEMP_SUFFIX
 from multiresp.client import adownload, download
 from proxy import CuttingProxy
@@ -547,3 +547,26 @@ def test_a_206_fixes_the_total_of_a_chunked_body_for_the_next_resumes() -> None:
     transfer.dropped(drop)
     with pytest.raises(ProtocolError, match=f"whose total is not the {len(body)} bytes"):
         transfer.open(partial(2000, len(body) + 10))
+
+
+def test_the_backoff_never_sleeps_past_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_transfer, "RESUME_BACKOFF", 0.5)
+    now = [0.0]
+    transfer = _transfer.Transfer(
+        "http://example.invalid/files",
+        method="GET",
+        limits=None,
+        resume=True,
+        progress=None,
+        deadline=10.0,
+        clock=lambda: now[0],
+    )
+    request = httpx.Request("GET", "http://example.invalid/files")
+    headers = {"content-type": MULTIPART, "etag": '"v1"', "accept-ranges": "bytes"}
+    transfer.open(httpx.Response(200, headers=headers, request=request))
+    list(transfer.feed(multipart_body(FILES)[:1000]))
+    now[0] = 9.9
+    assert transfer.dropped(httpx.RemoteProtocolError("cut")) == pytest.approx(0.1)
+    now[0] = 10.0
+    with pytest.raises(TransferTimeout, match="deadline of 10 s"):
+        transfer.request_kwargs({})

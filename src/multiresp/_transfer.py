@@ -316,7 +316,7 @@ class Transfer:
         Resuming goes on as long as each attempt brings new bytes; after
         ``MAX_RESUME_ATTEMPTS`` attempts in a row that bring none, it gives up. The wait before
         the ``n``-th attempt of such a run is ``RESUME_BACKOFF * 2 ** (n - 1)`` seconds, at most
-        ``RESUME_BACKOFF_MAX``.
+        ``RESUME_BACKOFF_MAX``, and never past the ``deadline``.
 
         Raises:
             httpx.TransportError: ``exc`` itself, when no response had arrived yet.
@@ -346,7 +346,9 @@ class Transfer:
                 f" byte (the last: {type(exc).__name__}: {exc})"
             )
         else:
-            return float(min(RESUME_BACKOFF * 2 ** (self._attempts - 1), RESUME_BACKOFF_MAX))
+            wait = min(RESUME_BACKOFF * 2 ** (self._attempts - 1), RESUME_BACKOFF_MAX)
+            left = self.remaining()  # never sleep past the deadline
+            return float(wait if left is None else min(wait, left))
         total = self.total if self.total is not None else "?"
         if isinstance(exc, httpx.TimeoutException):
             self._timed_out(f"got no byte within the read timeout ({exc}); {reason}", exc)
