@@ -318,7 +318,8 @@ async def test_a_server_that_stays_unavailable_is_given_up_on(
         await adownload(f"{proxy.url}/multipart", tmp_path)
     attempts = _transfer.MAX_RESUME_ATTEMPTS
     assert str(caught.value).startswith(
-        f"the server ended the response early in entry 'big/one.bin', after {cut} of"
+        "the server ended the response early: connection lost in entry 'big/one.bin', after"
+        f" {cut} of"
     )
     assert f"gave up after {attempts} attempts" in str(caught.value)
     assert "answered 503 Service Unavailable to the resume" in str(caught.value)
@@ -482,7 +483,8 @@ def test_backoff_doubles_up_to_its_cap_and_restarts_after_progress(
     with pytest.raises(ProtocolError, match="gave up after 5 attempts") as caught:
         transfer.dropped(drop)
     assert str(caught.value).startswith(
-        "the server ended the response early in entry 'first.txt', after 2000 of ? bytes"
+        "the server ended the response early: connection lost in entry 'first.txt', after 2000"
+        " of ? bytes"
     )
 
 
@@ -505,7 +507,7 @@ def test_the_error_says_why_a_body_cannot_be_resumed(headers: dict[str, str], wh
     with pytest.raises(ProtocolError) as caught:
         transfer.dropped(httpx.ReadError("connection reset by peer"))
     message = str(caught.value)
-    assert message.startswith("the connection broke before the response ended")
+    assert message.startswith("the connection failed before the response ended: connection lost")
     assert f"it cannot be resumed: {why} (" in message
 
 
@@ -521,7 +523,8 @@ def test_multiresp_get_says_the_server_ended_early_in_one_line(
     assert run.stdout == ""
     (line,) = run.stderr.splitlines()
     assert line.startswith(
-        "multiresp get: error: ProtocolError: the server ended the response early in entry"
+        "multiresp get: error: ProtocolError: the server ended the response early: connection"
+        " lost in entry"
         f" 'big/one.bin', after {cut} of {len(site.body('zip'))} bytes"
     )
     assert "it cannot be resumed: it has no strong ETag" in line

@@ -48,7 +48,7 @@ def _how_it_ended(exc: httpx.TransportError) -> str:
         return "the server ended the response early"
     if isinstance(exc, httpx.TimeoutException):
         return "the server went silent"
-    return "the connection broke before the response ended"
+    return "the connection failed before the response ended"
 
 
 def _content_length(headers: httpx.Headers) -> int | None:
@@ -323,7 +323,7 @@ class Transfer:
             TransferTimeout: the deadline passed, the rate fell under ``min_rate``, or the
                 server went silent (a read timeout) and the body cannot be resumed.
             ProtocolError: the body cannot be resumed, or attempts ran out. It says how the
-                body ended (the server ended it early, or the connection broke), the entry in
+                body ended (the server ended it early, or the connection failed), the entry in
                 progress, how many bytes had arrived, and why it was not resumed.
         """
         self.check_time()
@@ -354,8 +354,8 @@ class Transfer:
             self._timed_out(f"got no byte within the read timeout ({exc}); {reason}", exc)
         cause = f" ({type(exc).__name__}: {exc})" if self._attempts == 1 else ""
         raise ProtocolError(
-            f"{self._drop} {decoder.where()}, after {decoder.received} of {total} bytes from"
-            f" {self.url}{cause}; {reason}",
+            f"{self._drop}: connection lost {decoder.where()}, after {decoder.received} of"
+            f" {total} bytes from {self.url}{cause}; {reason}",
             entry=decoder.current,
         ) from exc
 
