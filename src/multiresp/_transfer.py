@@ -23,11 +23,32 @@ from ._events import Event
 from ._progress import Progress, ProgressCallback, Reporter
 from ._types import Limits
 
-MAX_RESUME_ATTEMPTS = 3  # resume attempts in a row that bring no new byte before giving up
-RESUME_BACKOFF = 0.25  # seconds before the first resume attempt; doubles for each further one
+MAX_RESUME_ATTEMPTS = 5  # resume attempts in a row that bring no new byte before giving up
+RESUME_BACKOFF = 0.5  # seconds before the first resume attempt; doubles for each further one
+RESUME_BACKOFF_MAX = 8.0  # seconds: the longest wait before a resume attempt
+# A resume answered with one of these is retried like a dropped connection: a server being
+# restarted, or a gateway in front of it, says so for a moment.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RATE_WINDOW = 5.0  # seconds over which min_rate is measured
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.ASCII)
+
+
+class ServerUnavailable(httpx.TransportError):
+    """A resume was answered with a status that says "try again soon" (``RETRY_STATUSES``).
+
+    The download loops treat it as a dropped connection: it counts as an attempt that brought
+    no byte, and the next one waits longer.
+    """
+
+
+def _how_it_ended(exc: httpx.TransportError) -> str:
+    """How the body stopped, as the start of an error message."""
+    if isinstance(exc, httpx.RemoteProtocolError):  # a clean close before the body's end
+        return "the server ended the response early"
+    if isinstance(exc, httpx.TimeoutException):
+        return "the server went silent"
+    return "the connection failed before the response ended"
 
 
 def _content_length(headers: httpx.Headers) -> int | None:
@@ -71,9 +92,10 @@ class Transfer:
         self.batcher: Batcher | None = None
         self.total: int | None = None  # Content-Length of the first response
         self.etag: str | None = None  # its strong ETag
-        self.resumable = False
+        self.not_resumable: str | None = None  # why the body cannot be resumed, once opened
         self._attempts = 0  # resume attempts since the last one that brought bytes
         self._received_at_drop = -1
+        self._drop = ""  # what ended the body the last time bytes had arrived before a drop
 
     @property
     def decoder(self) -> BodyDecoder | None:
@@ -195,14 +217,30 @@ class Transfer:
         self.total = _content_length(headers)
         etag = headers.get("etag")
         self.etag = etag if etag and not etag.startswith("W/") else None
+        self.not_resumable = self._not_resumable(headers, etag, decoder)
+
+    def _not_resumable(
+        self, headers: httpx.Headers, etag: str | None, decoder: BodyDecoder
+    ) -> str | None:
+        """Why the first response could not be resumed, or None when it can."""
         ranges = {token.strip().lower() for token in headers.get("accept-ranges", "").split(",")}
-        self.resumable = (
-            self.resume
-            and self.method == "GET"
-            and self.etag is not None
-            and "bytes" in ranges
-            and decoder.inflater is None
-        )
+        if not self.resume:
+            return "resume=False"
+        if self.method != "GET":
+            return f"only GET is resumed, not {self.method}"
+        if self.etag is None:
+            return f"its ETag {etag} is weak" if etag else "it has no strong ETag"
+        if "bytes" not in ranges:
+            return "it has no Accept-Ranges: bytes"
+        if decoder.inflater is not None:
+            return f"it came with Content-Encoding {headers.get('content-encoding')}"
+        return None
+
+    @property
+    def resumable(self) -> bool:
+        """The first response can be resumed: a GET with a strong ETag, Accept-Ranges: bytes
+        and no Content-Encoding, and ``resume`` is on."""
+        return self.batcher is not None and self.not_resumable is None
 
     def _check_resumed(self, response: httpx.Response) -> None:
         decoder = self._decoder()
@@ -211,6 +249,12 @@ class Transfer:
         def refuse(problem: str) -> ProtocolError:
             return ProtocolError(f"{where}: {problem}", entry=decoder.current)
 
+        if response.status_code in RETRY_STATUSES:
+            raise ServerUnavailable(
+                f"the server answered {response.status_code} {response.reason_phrase}"
+                f" to the resume at byte {decoder.received}",
+                request=response.request,
+            )
         if response.status_code != httpx.codes.PARTIAL_CONTENT:
             changed = (
                 " (the resource changed, or the server ignores Range)"
@@ -222,17 +266,21 @@ class Transfer:
         if match is None:
             raise refuse(f"Content-Range {response.headers.get('content-range')!r} is unusable")
         start, end, total = match.groups()
-        expected_total = str(self.total) if self.total is not None else total
-        if int(start) != decoder.received or total != expected_total:
-            raise refuse(f"the server sent {match.group(0)!r}")
+        sent = f"asked for bytes={decoder.received}- and the server sent {match.group(0)!r}"
+        if int(start) != decoder.received:
+            raise refuse(f"{sent}, which starts elsewhere")
+        if self.total is not None and total != str(self.total):
+            raise refuse(f"{sent}, whose total is not the {self.total} bytes of the body")
         if total != "*" and int(end) != int(total) - 1:
-            raise refuse(f"the server sent {match.group(0)!r}, not the rest of the body")
+            raise refuse(f"{sent}, not the rest of the body")
         etag = response.headers.get("etag")
         if etag != self.etag:  # without it, the rest may come from another version
             said = f"changed to {etag}" if etag is not None else "is missing from the 206"
             raise refuse(f"the ETag {self.etag} {said}: the rest may be of another version")
         if inflater_for(response.headers.get("content-encoding")) is not None:
             raise refuse("the rest came with a Content-Encoding")
+        if self.total is None and total != "*":  # a chunked first response: now it is known
+            self.total = int(total)
 
     def _decoder(self) -> BodyDecoder:
         decoder = self.decoder
@@ -265,12 +313,18 @@ class Transfer:
     def dropped(self, exc: httpx.TransportError) -> float:
         """The connection failed: the seconds to wait before asking for the rest.
 
+        Resuming goes on as long as each attempt brings new bytes; after
+        ``MAX_RESUME_ATTEMPTS`` attempts in a row that bring none, it gives up. The wait before
+        the ``n``-th attempt of such a run is ``RESUME_BACKOFF * 2 ** (n - 1)`` seconds, at most
+        ``RESUME_BACKOFF_MAX``, and never past the ``deadline``.
+
         Raises:
             httpx.TransportError: ``exc`` itself, when no response had arrived yet.
             TransferTimeout: the deadline passed, the rate fell under ``min_rate``, or the
                 server went silent (a read timeout) and the body cannot be resumed.
-            ProtocolError: the body cannot be resumed, or attempts ran out; it names the entry
-                in progress.
+            ProtocolError: the body cannot be resumed, or attempts ran out. It says how the
+                body ended (the server ended it early, or the connection failed), the entry in
+                progress, how many bytes had arrived, and why it was not resumed.
         """
         self.check_time()
         decoder = self.decoder
@@ -278,23 +332,30 @@ class Transfer:
             raise exc
         if decoder.received > self._received_at_drop:
             self._attempts = 0
+            self._drop = _how_it_ended(exc)
         self._received_at_drop = decoder.received
         self._attempts += 1
-        if not self.resumable:
+        if self.not_resumable is not None:
             reason = (
-                "the response cannot be resumed (that needs a GET, a strong ETag, Accept-Ranges:"
-                " bytes and no Content-Encoding; resume=False turns it off)"
+                f"it cannot be resumed: {self.not_resumable} (resuming needs a GET, a strong"
+                " ETag, Accept-Ranges: bytes and no Content-Encoding)"
             )
         elif self._attempts > MAX_RESUME_ATTEMPTS:
-            reason = f"gave up after {MAX_RESUME_ATTEMPTS} attempts to resume"
+            reason = (
+                f"gave up after {MAX_RESUME_ATTEMPTS} attempts to resume in a row brought no"
+                f" byte (the last: {type(exc).__name__}: {exc})"
+            )
         else:
-            return float(RESUME_BACKOFF * 2 ** (self._attempts - 1))
+            wait = min(RESUME_BACKOFF * 2 ** (self._attempts - 1), RESUME_BACKOFF_MAX)
+            left = self.remaining()  # never sleep past the deadline
+            return float(wait if left is None else min(wait, left))
         total = self.total if self.total is not None else "?"
         if isinstance(exc, httpx.TimeoutException):
             self._timed_out(f"got no byte within the read timeout ({exc}); {reason}", exc)
+        cause = f" ({type(exc).__name__}: {exc})" if self._attempts == 1 else ""
         raise ProtocolError(
-            f"connection to {self.url} lost {decoder.where()}, after {decoder.received} of"
-            f" {total} bytes ({type(exc).__name__}: {exc}); {reason}",
+            f"{self._drop}: connection lost {decoder.where()}, after {decoder.received} of"
+            f" {total} bytes from {self.url}{cause}; {reason}",
             entry=decoder.current,
         ) from exc
 

@@ -209,11 +209,21 @@ def download(
             ``Limits()`` when None.
         progress: None; True for a progress bar on stderr (tqdm when installed); or a callable
             that receives a :class:`Progress` about ten times a second and once at the end.
-        resume: When the connection drops mid-body and the response had a strong ``ETag`` and
-            ``Accept-Ranges: bytes``, ask for the rest with ``Range`` and ``If-Range``. The
-            206 that answers must repeat the same ``ETag`` and a ``Content-Range`` for exactly
-            the rest, else the download fails with ``ProtocolError`` (files verified before
-            stay): a server that changed the resource is never spliced into the old body.
+        resume: When the connection drops mid-body and the response (a ``GET``, sent without
+            Content-Encoding) had a strong ``ETag`` and ``Accept-Ranges: bytes``, ask for
+            exactly the missing bytes with ``Range: bytes=N-`` and ``If-Range: <ETag>``, and
+            carry on with the same decoder, so each file is still verified as a whole. Resuming
+            goes on while attempts bring bytes; after 5 attempts in a row that bring none
+            (a dropped connection, a refused one, or a 429/500/502/503/504 answer), it gives
+            up. Before each attempt of such a run it waits 0.5 s, doubling up to 8 s. The 206
+            that answers must repeat the same ``ETag`` and a ``Content-Range`` for exactly the
+            rest, else the download fails with ``ProtocolError``: a server whose files changed
+            (a 200, another ETag, another start or total) is never spliced into the old body,
+            and the download is not restarted either. The entry in progress then leaves
+            nothing; the files verified before stay, each whole and from one version. When the
+            body ends early and cannot be resumed, the ``ProtocolError`` says the server ended
+            the response early (or the connection broke), names the entry in progress, the
+            bytes received of the total, and why it was not resumed.
         format: ``"zip"`` or ``"multipart"`` to read the body as that whatever its
             Content-Type says (a zip served as ``application/octet-stream``, say); None (the
             default) to go by the Content-Type.
@@ -246,7 +256,8 @@ def download(
         TransferTimeout: the deadline passed, the rate fell under ``min_rate``, or the server
             went silent for the read timeout mid-body (also a ``TimeoutError``).
         ProtocolError: the Content-Type is neither zip nor multipart, the body is malformed or
-            truncated, or the connection was lost and could not be resumed.
+            truncated, the body ended early and could not be resumed, or the resumed response
+            was of another version.
         IntegrityError: an entry's CRC-32 or size does not match its bytes.
         LimitExceeded: a bound of ``limits`` was crossed.
         UnsafeNameError: an entry name is unsafe or not portable, repeats, clashes with another
