@@ -363,7 +363,10 @@ class _BlockingWork:
         if size <= block:  # whole, in one read; a larger file in blocks (a slow client's too)
             data = _small_file(entry, source)
             self._taken += len(data)
-            crc = crc32(data, 0) if self.encoder.wants_crc(entry, data) else None
+            crc = None
+            if self.encoder.wants_crc(entry, data):
+                crc = crc32(data, 0)
+                crc_cache.put(source, crc)  # a range over the central directory needs it
             return [self.encoder.start(entry, crc, data), self.encoder.write(data),
                     self.encoder.end()]  # fmt: skip
         encoder = self.encoder
