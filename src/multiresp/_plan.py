@@ -126,9 +126,9 @@ class ZipPlan:
         return segment.at if segment.kind == "local" else self.local_at[segment.index]
 
 
-def _with_crc(info: ZipEntryInfo, crc: int) -> ZipEntryInfo:
+def _with_crc(info: ZipEntryInfo, crc: int, size: int | None = None) -> ZipEntryInfo:
     return ZipEntryInfo(
-        name=info.name, size=info.size, mtime=info.mtime, crc32=crc,
+        name=info.name, size=info.size if size is None else size, mtime=info.mtime, crc32=crc,
         media_type=info.media_type, mode=info.mode,
     )  # fmt: skip
 
@@ -152,9 +152,10 @@ def plan_zip(compression: Compression, infos: Iterable[ZipEntryInfo]) -> ZipPlan
     local_at: list[int] = []
     offset = 0
     for index, info in enumerate(infos):
-        if info.size is None:
+        is_dir = info.name.endswith("/")
+        if info.size is None and not is_dir:
             return None
-        planned = _with_crc(info, 0)
+        planned = _with_crc(info, 0, 0 if is_dir else info.size)
         if entry_layout(compression, planned, None) != "store":
             return None
         local, data_size, central = entry_records(compression, planned, offset)
