@@ -185,6 +185,9 @@ def test_conditions() -> None:
     assert if_range_holds("Mon, 06 May 2024 07:08:09 GMT", etag, WHEN)
     assert not if_range_holds("Mon, 06 May 2024 07:08:10 GMT", etag, WHEN)
     assert not if_range_holds("garbage", etag, WHEN)
+    date = "Mon, 06 May 2024 07:08:09 GMT"
+    assert if_range_holds(date, etag, WHEN, WHEN + dt.timedelta(seconds=1))
+    assert not if_range_holds(date, etag, WHEN, WHEN + dt.timedelta(milliseconds=999))
 
 
 def test_validators_and_boundaries() -> None:

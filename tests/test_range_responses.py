@@ -39,6 +39,9 @@ def _tree(root: pathlib.Path, sizes: list[int], seed: int = 1, dirs: bool = True
         (root / "dir" / "nested").mkdir(parents=True)
     for number, size in enumerate(sizes):
         (root / f"f{number}.bin").write_bytes(rng.randbytes(size))
+    past = time.time_ns() - 60 * 10**9  # a minute old: Last-Modified is a strong validator
+    for path in [*root.rglob("*"), root]:
+        os.utime(path, ns=(past, past))
     return root
 
 
@@ -430,3 +433,17 @@ def test_the_last_tenth_reads_well_under_half_once_crcs_are_cached(
         assert head.status_code == 200 and after_head < 64 << 10  # the request, no source
     finally:
         server.stop()
+
+
+def test_a_date_within_the_last_second_is_no_if_range_validator(
+    tmp_path: pathlib.Path, live_server: Start
+) -> None:
+    root = _tree(tmp_path / "t", [10])
+    (root / "f0.bin").write_bytes(b"fresh")  # modified now: another write may follow this second
+    server = live_server(_app(root))
+    with httpx.Client(base_url=server.url) as client:
+        modified = client.get("/zip").headers["last-modified"]
+        answer = client.get("/zip", headers={"range": "bytes=10-", "if-range": modified})
+    assert answer.status_code in (200, 206)
+    if time.time() - (root / "f0.bin").stat().st_mtime < 1:  # still within the second
+        assert answer.status_code == 200

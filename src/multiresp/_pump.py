@@ -641,6 +641,8 @@ class RangeReader:
         self._open: tuple[int, int] | None = None  # (entry index, descriptor)
         self._partial: tuple[Piece, int] | None = None  # a piece and how much of it was read
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards _running against close()
+        self._running = False
         self.current: str | None = None
 
     def select(self, start: int, stop: int) -> None:
@@ -649,9 +651,12 @@ class RangeReader:
         self._partial = None
 
     def close(self) -> None:
-        """Release the open file; stop a CRC computation."""
+        """Release the open file; stop a CRC computation. A step still running in a thread
+        the response abandoned releases the file itself when it returns."""
         self._stop.set()
-        self._close_file()
+        with self._lock:
+            if not self._running:
+                self._close_file()
 
     def _close_file(self) -> None:
         if self._open is not None:
@@ -661,6 +666,20 @@ class RangeReader:
     def step(self, block: int = READ_BLOCK) -> list[bytes]:
         """About ``block`` bytes of the selected range, in pieces of at most ``SEND_PIECE``
         (small ones joined), or [] at its end."""
+        with self._lock:
+            if self._stop.is_set():
+                self._close_file()
+                return []
+            self._running = True
+        try:
+            return self._step(block)
+        finally:
+            with self._lock:
+                self._running = False
+                if self._stop.is_set():
+                    self._close_file()
+
+    def _step(self, block: int) -> list[bytes]:
         out: list[bytes] = []
         size = 0
         budget = max(block, 1)

@@ -32,6 +32,8 @@ BOUNDARY_DIGEST_CHARS = 40  # hex characters of the keyed digest in a derived bo
 MAX_RANGES = 8  # more ranges in one request than this: the whole body with 200
 BYTERANGES_BOUNDARY_PREFIX = "mr-ranges-"
 
+STRONG_DATE_AGE = dt.timedelta(seconds=1)  # a Last-Modified this old is a strong validator
+
 UNSATISFIABLE: Final = "unsatisfiable"
 
 _RANGE_SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
@@ -158,10 +160,17 @@ def not_modified(
     return False
 
 
-def if_range_holds(if_range: str | None, etag: str, last_modified: dt.datetime | None) -> bool:
+def if_range_holds(
+    if_range: str | None,
+    etag: str,
+    last_modified: dt.datetime | None,
+    now: dt.datetime | None = None,
+) -> bool:
     """True when ``Range`` is to be honoured: no ``If-Range``, or one that names the current
     representation (RFC 9110 §13.1.5): an entity tag compared strongly (a weak tag never
-    matches), or exactly the ``Last-Modified`` date."""
+    matches), or exactly the ``Last-Modified`` date, when that date is a strong validator:
+    at least a second before ``now`` (a file changed twice within one second keeps its date).
+    """
     if if_range is None:
         return True
     value = if_range.strip()
@@ -169,11 +178,11 @@ def if_range_holds(if_range: str | None, etag: str, last_modified: dt.datetime |
         match = _ETAG.fullmatch(value)
         return match is not None and not match.group(1) and match.group(2) == _opaque(etag)
     when = parse_http_date(value)
-    return (
-        when is not None
-        and last_modified is not None
-        and http_date(last_modified) == http_date(when)
-    )
+    if when is None or last_modified is None:
+        return False
+    if now is not None and now - last_modified < STRONG_DATE_AGE:
+        return False
+    return http_date(last_modified) == http_date(when)
 
 
 def manifest_etag(kind: str, facts: Iterable[tuple[object, ...]]) -> str:

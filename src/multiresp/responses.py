@@ -282,7 +282,8 @@ class _FilesResponse(Response):
             return await self._answer(send, 304, transfer, "not modified")
         if method != "GET" or self.status_code != 200 or "range" not in request:
             return False
-        if not if_range_holds(request.get("if-range"), ranged.etag, ranged.last_modified):
+        now = dt.datetime.now(dt.timezone.utc)
+        if not if_range_holds(request.get("if-range"), ranged.etag, ranged.last_modified, now):
             return False
         total = ranged.plan.total
         ranges = parse_range(request["range"], total)
