@@ -76,18 +76,15 @@ _crc_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_pre
 
 
 class Encoder(Protocol):
-    """An adapter around a pure writer, as the pump drives it."""
+    """An adapter around a pure writer, as the pump drives it: format-neutral.
 
-    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
-        """True when the entry's CRC-32 should be known before its header."""
-        ...
-
-    def crc_ahead(self, entry: Entry) -> bool:
-        """True when the entry will want its CRC whatever its first bytes are."""
-        ...
+    A format whose headers carry a checksum of the data (zip) says which entries want it
+    first with a separate ``crc_first(entry, sample)`` method (see :data:`CrcFirst`), which
+    the pump looks for; other formats (multipart) have none and are never asked.
+    """
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
-        """The bytes that open the entry."""
+        """The bytes that open the entry (``crc``: its CRC-32 when it was computed first)."""
         ...
 
     def write(self, data: bytes) -> bytes:
@@ -101,6 +98,20 @@ class Encoder(Protocol):
     def finish(self) -> bytes:
         """The bytes that close the body."""
         ...
+
+
+CrcFirst = Callable[[Entry, "bytes | None"], bool]
+"""Whether an entry's CRC-32 is to be known before its header, given its first bytes (None:
+before any is read, when the answer must not depend on them)."""
+
+
+def _crc_first(encoder: Encoder) -> CrcFirst:
+    asks: CrcFirst | None = getattr(encoder, "crc_first", None)
+    return asks if asks is not None else _never
+
+
+def _never(entry: Entry, sample: bytes | None) -> bool:
+    return False
 
 
 class _CrcCache:
@@ -262,6 +273,7 @@ class _BlockingWork:
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
+        self.crc_first = _crc_first(encoder)
         self.pending: collections.deque[Entry] = collections.deque()
         self._entry: Entry | None = None
         self._file: BinaryIO | None = None
@@ -343,7 +355,7 @@ class _BlockingWork:
         if isinstance(source, BytesSource):
             data = source.data
             self._taken += len(data)
-            crc = crc32(data, 0) if encoder.wants_crc(entry, data) else None
+            crc = crc32(data, 0) if self.crc_first(entry, data) else None
             return [encoder.start(entry, crc, data), encoder.write(data), encoder.end()]
         if isinstance(source, PathSource):
             return self._open_file(entry, source, block)
@@ -364,7 +376,7 @@ class _BlockingWork:
             data = _small_file(entry, source)
             self._taken += len(data)
             crc = None
-            if self.encoder.wants_crc(entry, data):
+            if self.crc_first(entry, data):
                 crc = crc32(data, 0)
                 crc_cache.put(source, crc)  # a range over the central directory needs it
             return [self.encoder.start(entry, crc, data), self.encoder.write(data),
@@ -374,7 +386,7 @@ class _BlockingWork:
         try:
             crc = None
             ahead = self._ahead.pop(id(entry), None)
-            stored = encoder.crc_ahead(entry)  # stored whatever its bytes: its CRC leads
+            stored = self.crc_first(entry, None)  # whatever its bytes: its CRC leads
             if stored:
                 crc = crc_cache.get(source)
                 # One still queued (behind other responses' CRCs) is taken here instead.
@@ -383,7 +395,7 @@ class _BlockingWork:
             head = min(READ_BLOCK, block)
             first = _read_pieces(f, head, entry, source)
             self._taken += head
-            if crc is None and encoder.wants_crc(entry, first[0]):  # no CRC ahead, or "auto"
+            if crc is None and self.crc_first(entry, first[0]):  # no CRC ahead, or "auto"
                 crc = file_crc_from(f, size - head, _crc_of(first, 0))
                 crc_cache.put(source, crc)
                 f.seek(head)
@@ -404,7 +416,7 @@ class _BlockingWork:
         for entry in itertools.islice(upcoming, CRC_AHEAD_FILES):
             source = entry.source
             assert isinstance(source, PathSource)
-            if id(entry) in self._ahead or not self.encoder.crc_ahead(entry):
+            if id(entry) in self._ahead or not self.crc_first(entry, None):
                 continue
             if crc_cache.get(source) is None:
                 self._ahead[id(entry)] = _crc_pool.submit(_path_crc, entry, source, self._stop)

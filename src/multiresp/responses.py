@@ -96,15 +96,13 @@ class _ZipEncoder:
             media_type=entry.media_type, mode=entry.mode,
         )  # fmt: skip
 
-    def _layout(self, entry: Entry, sample: bytes | None) -> object:
-        # As the plan will be told: a re-readable source's CRC is known before its header.
-        return self.writer.layout(self.info(entry, 0 if entry.rereadable else None), sample)
-
-    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
-        return bool(entry.size) and self._layout(entry, sample) == "store"
-
-    def crc_ahead(self, entry: Entry) -> bool:
-        return bool(entry.size) and self._layout(entry, None) == "store"
+    def crc_first(self, entry: Entry, sample: bytes | None) -> bool:
+        """True when the entry takes layout 1, by the writer's one rule: its CRC is then
+        computed before its header (only a re-readable source's can be)."""
+        if not entry.size:
+            return False
+        info = self.info(entry, 0 if entry.rereadable else None)
+        return self.writer.layout(info, sample) == "store"
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
         return self.writer.start_entry(self.info(entry, crc), sample)
@@ -653,12 +651,6 @@ class _MultipartEncoder:
 
     def __init__(self, writer: MultipartWriter) -> None:
         self.writer = writer
-
-    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
-        return False
-
-    def crc_ahead(self, entry: Entry) -> bool:
-        return False
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
         return self.writer.start_part(entry.name, size=entry.size, media_type=entry.media_type)
