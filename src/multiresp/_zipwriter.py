@@ -23,6 +23,10 @@ Each entry takes the first layout its facts allow (docs/design.md, "Layouts"):
    size is declared, the blocks are cut at fixed offsets from the entry's start (not where
    the chunks fall), so the length stays exactly predictable.
 
+One function decides the layout, :func:`entry_layout`: the writer applies it, and so does the
+archive plan (``multiresp._plan``), which places every record with :func:`entry_records`,
+the writer's own encoding, so that lengths and offsets are known before any byte is read.
+
 zip64 appears only where needed: in an entry whose size needs it, in the central-directory
 record of an entry whose offset needs it, and in the end records when the archive needs it.
 Names are UTF-8 with the language-encoding flag; the DOS date and time are UTC and the

@@ -445,8 +445,15 @@ async def _aclose(body: AsyncIterator[list[bytes]]) -> None:
 class ZipStreamResponse(_FilesResponse):
     """A zip archive built while it is sent, in bounded memory.
 
-    When every size is known and compression is ``"store"``, the exact ``Content-Length`` is
-    sent and ``HEAD`` is answered without reading any source; otherwise the body is chunked.
+    When every size is known and compression is ``"store"`` (or ``"auto"`` with only
+    incompressible media types), the exact ``Content-Length`` is sent and ``HEAD`` is answered
+    without reading any source; otherwise the body is chunked. When, in addition, every source
+    can be read again (paths, bytes), the response carries a strong ``ETag`` (a hash of the
+    manifest: names, sizes, mtimes, modes, media types, never an inode or absolute path),
+    ``Last-Modified`` and ``Accept-Ranges: bytes``, and answers ``Range`` (206, several
+    ranges as ``multipart/byteranges``, 416), ``If-Range``, ``If-None-Match`` and
+    ``If-Modified-Since`` (304). A range reads only the sources it overlaps, and the CRCs of
+    the entries whose records it covers.
 
     Args:
         entries: Entries or paths (a folder's path sends its content), or an async iterable
@@ -671,13 +678,17 @@ class MultipartResponse(_FilesResponse):
     Each part carries ``Content-Type``, ``Content-Disposition: attachment; filename="..."``
     (plus ``filename*=UTF-8''...`` for non-ASCII names) and ``Content-Length`` when its size is
     known. When every size is known the total ``Content-Length`` is exact and ``HEAD`` reads no
-    source.
+    source. When every source can also be read again (paths, bytes), the boundary is fixed
+    and the body serves validators and ranges as :class:`ZipStreamResponse` does.
 
     Args:
         entries: Entries or paths (a folder's path sends its content), or an async iterable
             of entries produced while the response streams.
         subtype: The multipart subtype; ``mixed`` by default.
-        boundary: The boundary. Leave it out: a random boundary cannot be forged by a file.
+        boundary: The boundary. Leave it out: then it is derived from the manifest with a
+            key only the servers hold (``MULTIRESP_BOUNDARY_KEY``, else a random key of the
+            process), so no file can forge it and replicas sharing the key agree; it is
+            random per response when the body cannot serve ranges.
         status_code: The HTTP status.
         headers: Extra headers; ones given here win over the computed ones.
         background: Run after the body, as for :class:`ZipStreamResponse` (also when the
