@@ -447,3 +447,30 @@ def test_a_date_within_the_last_second_is_no_if_range_validator(
     assert answer.status_code in (200, 206)
     if time.time() - (root / "f0.bin").stat().st_mtime < 1:  # still within the second
         assert answer.status_code == 200
+
+
+def test_auto_has_a_plan_only_when_no_entry_is_sampled(
+    tmp_path: pathlib.Path, live_server: Start
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(random.Random(3).randbytes(70_000))
+    (images / "b.jpg").write_bytes(b"")
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "a.txt").write_bytes(b"words " * 1000)
+
+    def auto(request: Request) -> Response:
+        root = images if request.query_params.get("kind") == "images" else texts
+        return ZipStreamResponse([root], compression="auto")
+
+    server = live_server(Starlette(routes=[Route("/auto", auto)]))
+    with httpx.Client(base_url=server.url) as client:
+        whole = client.get("/auto?kind=images")
+        assert int(whole.headers["content-length"]) == len(whole.content)
+        part = client.get("/auto?kind=images", headers={"range": "bytes=100-"})
+        assert (part.status_code, part.content) == (206, whole.content[100:])
+        sampled = client.get("/auto?kind=texts", headers={"range": "bytes=100-"})
+        assert sampled.status_code == 200 and "etag" not in sampled.headers
+        assert "content-length" not in sampled.headers  # chunked: deflate decided by a sample
+        assert zipfile.ZipFile(io.BytesIO(sampled.content)).read("texts/a.txt").startswith(b"words")
