@@ -36,10 +36,7 @@ DATA = pathlib.Path(os.environ.get("LAYOUT_DATA", tempfile.gettempdir())) / "mul
 class _DescriptorEncoder(_ZipEncoder):
     """Layout 2 for every file: sizes in the local header, the CRC in a data descriptor."""
 
-    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
-        return False
-
-    def crc_ahead(self, entry: Entry) -> bool:
+    def crc_first(self, entry: Entry, sample: bytes | None) -> bool:
         return False
 
 

@@ -20,6 +20,8 @@ CORE = [
     "_multipart",
     "_http",
     "_limits",
+    "_plan",
+    "_ranges",
 ]
 FORBIDDEN = {"anyio", "starlette", "httpx", "aiofiles", "socket", "asyncio", "trio", "uvicorn"}
 

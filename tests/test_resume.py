@@ -392,7 +392,6 @@ def own_app(kind: str) -> Starlette:
     return Starlette(routes=[Route("/files", serve)])
 
 
-@pytest.mark.xfail(strict=True, reason="server ranges on branch plan")
 @pytest.mark.parametrize(
     "kind", ["zip", "multipart"], ids=["ZipStreamResponse", "MultipartResponse"]
 )

@@ -233,6 +233,15 @@ class MultipartWriter:
         self._count(len(data))
         return data
 
+    def skip(self, size: int) -> None:
+        """Count ``size`` bytes of the open part's data without them (to measure a body).
+
+        Raises:
+            IntegrityError: the part now holds more bytes than it declared.
+            RuntimeError: no part is open.
+        """
+        self._count(size)
+
     def _count(self, length: int) -> None:
         if self._part is None:
             raise RuntimeError("no part is open; call start_part() first")
@@ -302,7 +311,7 @@ def multipart_size(
     total = 0
     for name, size, media_type in parts:
         total += len(writer.start_part(name, size=size, media_type=media_type))
-        writer._count(size)
+        writer.skip(size)
         total += size + len(writer.end_part())
     return total + len(writer.finish())
 

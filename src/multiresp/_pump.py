@@ -36,6 +36,7 @@ import concurrent.futures
 import itertools
 import os
 import threading
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import BinaryIO, Protocol, TypeVar
 
@@ -47,6 +48,7 @@ from ._crccache import CrcCache as _CrcCache  # noqa: F401 - tests and benchmark
 from ._crccache import crc_cache
 from ._entries import AsyncIterSource, BytesSource, Entry, IterSource, PathSource
 from ._errors import IntegrityError, UnsafeNameError
+from ._plan import MultipartPlan, Piece, ZipPlan
 from ._zipformat import crc32
 
 T = TypeVar("T")
@@ -76,18 +78,15 @@ _crc_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_pre
 
 
 class Encoder(Protocol):
-    """An adapter around a pure writer, as the pump drives it."""
+    """An adapter around a pure writer, as the pump drives it: format-neutral.
 
-    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
-        """True when the entry's CRC-32 should be known before its header."""
-        ...
-
-    def crc_ahead(self, entry: Entry) -> bool:
-        """True when the entry will want its CRC whatever its first bytes are."""
-        ...
+    A format whose headers carry a checksum of the data (zip) says which entries want it
+    first with a separate ``crc_first(entry, sample)`` method (see :data:`CrcFirst`), which
+    the pump looks for; other formats (multipart) have none and are never asked.
+    """
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
-        """The bytes that open the entry."""
+        """The bytes that open the entry (``crc``: its CRC-32 when it was computed first)."""
         ...
 
     def write(self, data: bytes) -> bytes:
@@ -101,6 +100,20 @@ class Encoder(Protocol):
     def finish(self) -> bytes:
         """The bytes that close the body."""
         ...
+
+
+CrcFirst = Callable[[Entry, "bytes | None"], bool]
+"""Whether an entry's CRC-32 is to be known before its header, given its first bytes (None:
+before any is read, when the answer must not depend on them)."""
+
+
+def _crc_first(encoder: Encoder) -> CrcFirst:
+    asks: CrcFirst | None = getattr(encoder, "crc_first", None)
+    return asks if asks is not None else _never
+
+
+def _never(entry: Entry, sample: bytes | None) -> bool:
+    return False
 
 
 class Pace:
@@ -232,6 +245,7 @@ class _BlockingWork:
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
+        self.crc_first = _crc_first(encoder)
         self.pending: collections.deque[Entry] = collections.deque()
         self._entry: Entry | None = None
         self._file: BinaryIO | None = None
@@ -313,7 +327,7 @@ class _BlockingWork:
         if isinstance(source, BytesSource):
             data = source.data
             self._taken += len(data)
-            crc = crc32(data, 0) if encoder.wants_crc(entry, data) else None
+            crc = crc32(data, 0) if self.crc_first(entry, data) else None
             return [encoder.start(entry, crc, data), encoder.write(data), encoder.end()]
         if isinstance(source, PathSource):
             return self._open_file(entry, source, block)
@@ -331,17 +345,24 @@ class _BlockingWork:
     def _open_file(self, entry: Entry, source: PathSource, block: int) -> list[bytes]:
         size = source.size
         if size <= block:  # whole, in one read; a larger file in blocks (a slow client's too)
+            read_from = time.time_ns()
             data = _small_file(entry, source)
             self._taken += len(data)
-            crc = crc32(data, 0) if self.encoder.wants_crc(entry, data) else None
+            crc = None
+            if self.crc_first(entry, data):
+                crc = crc32(data, 0)
+                # A range over the central directory needs it; only in memory, as a small
+                # file is read again faster than a row is written to a shared cache file.
+                crc_cache.put(source, crc, read_from_ns=read_from, shared=False)
             return [self.encoder.start(entry, crc, data), self.encoder.write(data),
                     self.encoder.end()]  # fmt: skip
         encoder = self.encoder
+        read_from = time.time_ns()
         f: BinaryIO = open(_fs.open_source(source, entry.name), "rb", buffering=0)
         try:
             crc = None
             ahead = self._ahead.pop(id(entry), None)
-            stored = encoder.crc_ahead(entry)  # stored whatever its bytes: its CRC leads
+            stored = self.crc_first(entry, None)  # whatever its bytes: its CRC leads
             if stored:
                 crc = crc_cache.get(source)
                 # One still queued (behind other responses' CRCs) is taken here instead.
@@ -350,9 +371,9 @@ class _BlockingWork:
             head = min(READ_BLOCK, block)
             first = _read_pieces(f, head, entry, source)
             self._taken += head
-            if crc is None and encoder.wants_crc(entry, first[0]):  # no CRC ahead, or "auto"
+            if crc is None and self.crc_first(entry, first[0]):  # no CRC ahead, or "auto"
                 crc = file_crc_from(f, size - head, _crc_of(first, 0))
-                crc_cache.put(source, crc)
+                crc_cache.put(source, crc, read_from_ns=read_from)
                 f.seek(head)
             self._look_ahead()
         except BaseException:
@@ -371,7 +392,7 @@ class _BlockingWork:
         for entry in itertools.islice(upcoming, CRC_AHEAD_FILES):
             source = entry.source
             assert isinstance(source, PathSource)
-            if id(entry) in self._ahead or not self.encoder.crc_ahead(entry):
+            if id(entry) in self._ahead or not self.crc_first(entry, None):
                 continue
             if crc_cache.get(source) is None:
                 self._ahead[id(entry)] = _crc_pool.submit(_path_crc, entry, source, self._stop)
@@ -585,3 +606,139 @@ def _encode(encoder: Encoder, prefix: list[bytes], raw: list[bytes], last: bool)
     if last:
         out.append(encoder.end())
     return b"".join(out)
+
+
+class RangeReader:
+    """Reads bytes ``[start, stop)`` of a planned body: only what they overlap.
+
+    The plan (:mod:`multiresp._plan`) says which segments the range covers. Fixed bytes come
+    from the plan; a source's bytes are read from the right offset (a file is opened through
+    :func:`multiresp._fs.open_source`, then seeked); a zip record that carries a CRC gets it
+    from the CRC cache, or reads its entry whole once to compute it (and caches it). A file
+    that changed since it was listed aborts the transfer, as in the pump.
+
+    :meth:`step` runs in a worker thread, one hop at a time; :meth:`close` releases the open
+    file and stops a CRC being computed.
+    """
+
+    def __init__(self, plan: ZipPlan | MultipartPlan, entries: list[Entry]) -> None:
+        self._plan = plan
+        self._entries = entries
+        self._crcs: dict[int, int] = {}
+        self._pieces: Iterator[Piece] = iter(())
+        self._open: tuple[int, int] | None = None  # (entry index, descriptor)
+        self._partial: tuple[Piece, int] | None = None  # a piece and how much of it was read
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards _running against close()
+        self._running = False
+        self.current: str | None = None
+
+    def select(self, start: int, stop: int) -> None:
+        """Read bytes ``[start, stop)`` next."""
+        self._pieces = self._plan.pieces(start, stop)
+        self._partial = None
+
+    def close(self) -> None:
+        """Release the open file; stop a CRC computation. A step still running in a thread
+        the response abandoned releases the file itself when it returns."""
+        self._stop.set()
+        with self._lock:
+            if not self._running:
+                self._close_file()
+
+    def _close_file(self) -> None:
+        if self._open is not None:
+            os.close(self._open[1])
+            self._open = None
+
+    def step(self, block: int = READ_BLOCK) -> list[bytes]:
+        """About ``block`` bytes of the selected range, in pieces of at most ``SEND_PIECE``
+        (small ones joined), or [] at its end."""
+        with self._lock:
+            if self._stop.is_set():
+                self._close_file()
+                return []
+            self._running = True
+        try:
+            return self._step(block)
+        finally:
+            with self._lock:
+                self._running = False
+                if self._stop.is_set():
+                    self._close_file()
+
+    def _step(self, block: int) -> list[bytes]:
+        out: list[bytes] = []
+        size = 0
+        budget = max(block, 1)
+        while size < budget and not self._stop.is_set():
+            if self._partial is not None:
+                piece, done = self._partial
+            else:
+                next_piece = next(self._pieces, None)
+                if next_piece is None:
+                    break
+                piece, done = next_piece, 0
+            data = self._read(piece, done, min(budget - size, SEND_PIECE))
+            done += len(data)
+            self._partial = (piece, done) if done < piece.length else None
+            out.append(data)
+            size += len(data)
+        return coalesce(out)
+
+    def _read(self, piece: Piece, done: int, most: int) -> bytes:
+        segment = piece.segment
+        start = piece.skip + done
+        length = min(piece.length - done, most)
+        if segment.kind == "bytes":
+            return segment.payload[start : start + length]
+        entry = self._entries[segment.index]
+        self.current = entry.name
+        if segment.kind in ("local", "central"):
+            assert isinstance(self._plan, ZipPlan)
+            record = self._plan.record(segment, self._crc(segment.index))
+            return record[start : start + length]
+        source = entry.source
+        if isinstance(source, BytesSource):
+            return source.data[start : start + length]
+        if not isinstance(source, PathSource):
+            raise TypeError(f"entry {entry.name!r}: its source cannot be read at an offset")
+        return self._file_bytes(segment.index, entry, source, start, length)
+
+    def _file_bytes(
+        self, index: int, entry: Entry, source: PathSource, start: int, length: int
+    ) -> bytes:
+        if self._open is None or self._open[0] != index:
+            self._close_file()
+            self._open = (index, _fs.open_source(source, entry.name))
+        fd = self._open[1]
+        data = os.pread(fd, length, start)
+        while len(data) < length:
+            more = os.pread(fd, length - len(data), start + len(data))
+            if not more:
+                raise _changed(entry, source)
+            data += more
+        if start + length == source.size:  # its last bytes: still the file listed?
+            _fs.check(source, entry.name, os.fstat(fd))
+            self._close_file()
+        return data
+
+    def _crc(self, index: int) -> int:
+        assert isinstance(self._plan, ZipPlan)
+        if not self._plan.needs_crc(index):
+            return 0
+        crc = self._crcs.get(index)
+        if crc is not None:
+            return crc
+        entry = self._entries[index]
+        source = entry.source
+        if isinstance(source, BytesSource):
+            crc = crc32(source.data, 0)
+        elif isinstance(source, PathSource):
+            crc = crc_cache.get(source)
+            if crc is None:
+                crc = _path_crc(entry, source, self._stop)
+        else:
+            raise TypeError(f"entry {entry.name!r}: its CRC cannot be known ahead")
+        self._crcs[index] = crc
+        return crc

@@ -23,6 +23,10 @@ Each entry takes the first layout its facts allow (docs/design.md, "Layouts"):
    size is declared, the blocks are cut at fixed offsets from the entry's start (not where
    the chunks fall), so the length stays exactly predictable.
 
+One function decides the layout, :func:`entry_layout`: the writer applies it, and so does the
+archive plan (``multiresp._plan``), which places every record with :func:`entry_records`,
+the writer's own encoding, so that lengths and offsets are known before any byte is read.
+
 zip64 appears only where needed: in an entry whose size needs it, in the central-directory
 record of an entry whose offset needs it, and in the end records when the archive needs it.
 Names are UTF-8 with the language-encoding flag; the DOS date and time are UTC and the
@@ -37,7 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -174,6 +178,50 @@ def deflate_pays(sample: bytes) -> bool:
     return len(compressed) <= len(sample) * (1 - AUTO_MIN_SAVING)
 
 
+Layout = Literal["store", "stored-deflate", "deflate"]
+"""An entry's layout: ``"store"`` is layout 1 (CRC and sizes in the local header, no
+descriptor); ``"stored-deflate"`` and ``"deflate"`` are layout 2 (a data descriptor), the
+first with uncompressed data framed as deflate stored blocks."""
+
+
+def entry_layout(
+    compression: Compression,
+    info: ZipEntryInfo,
+    sample: bytes | None = b"",
+    pays: Callable[[bytes], bool] = deflate_pays,
+) -> Layout | None:
+    """The one rule that decides an entry's layout, for the writer and the archive plan.
+
+    An entry is compressed under "deflate", and under "auto" when its media type is not an
+    incompressible one and ``sample`` (its first bytes) shrinks enough. An uncompressed entry
+    takes layout 1 when its size and CRC are known before its header (``info.crc32`` given,
+    with any value while only planning), and always when it is empty or a directory;
+    otherwise it is framed as deflate stored blocks.
+
+    Args:
+        compression: The archive's compression.
+        info: The entry's facts.
+        sample: The entry's first bytes, or None when they are not read yet.
+        pays: Tells whether deflating a sample pays (:func:`deflate_pays`, or a memo of it).
+
+    Returns:
+        The layout, or None when it depends on a sample not given ("auto", a compressible
+        media type, ``sample`` None).
+    """
+    empty = info.name.endswith("/") or info.size == 0
+    if not empty and compression != "store":
+        if compression == "deflate":
+            return "deflate"
+        if not is_incompressible(info.media_type):
+            if sample is None:
+                return None
+            if pays(sample):
+                return "deflate"
+    if empty or (info.size is not None and info.crc32 is not None):
+        return "store"
+    return "stored-deflate"
+
+
 def _dos_datetime(mtime: dt.datetime | None) -> tuple[int, int]:
     fields = DOS_EPOCH
     if mtime is not None:
@@ -267,36 +315,24 @@ class ZipWriter:
         self._central: list[bytes] = []
         self._current: _Current | None = None
         self._finished = False
-        # The last sample "auto" tested and the verdict: the caller asks wants_crc() and then
+        # The last sample "auto" tested and the verdict: the caller asks layout() and then
         # start_entry() with the same sample, which is compressed once.
         self._sampled: tuple[bytes, bool] | None = None
 
     # -- decisions -------------------------------------------------------------------------
 
-    def will_deflate(self, info: ZipEntryInfo, sample: bytes = b"") -> bool:
-        """Whether the entry's data is compressed (``sample``: its first bytes, for "auto")."""
-        if info.name.endswith("/") or info.size == 0 or self.compression == "store":
-            return False
-        if self.compression == "deflate":
-            return True
-        if is_incompressible(info.media_type):
-            return False
+    def layout(self, info: ZipEntryInfo, sample: bytes | None = b"") -> Layout | None:
+        """The entry's layout (see :func:`entry_layout`), consulting ``sample`` for "auto".
+
+        A sample is test-compressed once when the caller asks about it and then calls
+        :meth:`start_entry` with the same sample.
+        """
+        return entry_layout(self.compression, info, sample, self._pays)
+
+    def _pays(self, sample: bytes) -> bool:
         if self._sampled is None or self._sampled[0] is not sample:
             self._sampled = (sample, deflate_pays(sample))
         return self._sampled[1]
-
-    def surely_stored(self, info: ZipEntryInfo) -> bool:
-        """True when the entry is stored whatever its first bytes turn out to be."""
-        return (
-            self.compression == "store"
-            or info.name.endswith("/")
-            or info.size == 0
-            or (self.compression == "auto" and is_incompressible(info.media_type))
-        )
-
-    def wants_crc(self, info: ZipEntryInfo, sample: bytes = b"") -> bool:
-        """True when knowing the CRC ahead lets the entry take layout 1 (no data descriptor)."""
-        return info.size is not None and info.size > 0 and not self.will_deflate(info, sample)
 
     def _compressor(self) -> _Compressor:
         if self.level is None and _isal_zlib is not None:
@@ -326,12 +362,10 @@ class ZipWriter:
         check_name(name)
         is_dir = name.endswith("/")
         declared = 0 if is_dir else info.size
-        deflate = self.compression != "store" and self.will_deflate(info, sample)
-        # Layout 1 needs the size and the CRC before the data; anything else is deflate.
-        crc_given = (
-            not deflate and declared is not None and (declared == 0 or info.crc32 is not None)
-        )
-        stored_deflate = not deflate and not crc_given
+        layout = self.layout(info, sample)
+        deflate = layout == "deflate"
+        crc_given = layout == "store"
+        stored_deflate = layout == "stored-deflate"
         if declared is None:
             method, bound = METHOD_DEFLATE, None
         elif deflate:
@@ -464,19 +498,7 @@ class ZipWriter:
             raise RuntimeError("finish() called inside an entry or twice")
         self._finished = True
         directory = b"".join(self._central)
-        start, count = self.offset, len(self._central)
-        end = b""
-        if count >= ZIP32_MAX_ENTRIES or start >= ZIP32_MAX or len(directory) >= ZIP32_MAX:
-            zip64_end_at = start + len(directory)
-            end += ZIP64_END_RECORD.pack(
-                SIG_ZIP64_END, ZIP64_END_RECORD.size - 12, VERSION_MADE_BY, VERSION_ZIP64,
-                0, 0, count, count, len(directory), start,
-            )  # fmt: skip
-            end += ZIP64_LOCATOR.pack(SIG_ZIP64_LOCATOR, 0, zip64_end_at, 1)
-        end += END_RECORD.pack(
-            SIG_END, 0, 0, min(count, ZIP32_MAX_ENTRIES), min(count, ZIP32_MAX_ENTRIES),
-            min(len(directory), ZIP32_MAX), min(start, ZIP32_MAX), 0,
-        )  # fmt: skip
+        end = end_records(len(self._central), self.offset, len(directory))
         return self._emit(directory + end)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -580,3 +602,51 @@ def zip_size(infos: Iterable[ZipEntryInfo]) -> int:
         writer.end_entry()
     writer.finish()
     return writer.offset
+
+
+def entry_records(
+    compression: Compression, info: ZipEntryInfo, offset: int
+) -> tuple[bytes, int, bytes]:
+    """An uncompressed entry of declared size placed at ``offset``, encoded without its data.
+
+    The archive plan calls this with a placeholder CRC to learn the lengths, and again with
+    the real CRC to render the records a byte range covers: the writer's own code encodes
+    both, so a plan cannot disagree with the archive the writer sends.
+
+    Returns:
+        The local header, the length of the data on the wire (with framing), and what ends
+        the entry in the central directory (its record there).
+
+    Raises:
+        ValueError: the entry has no size, or "auto" would need to sample it.
+        RuntimeError: the entry is compressed.
+    """
+    if info.size is None:
+        raise ValueError(f"entry {info.name!r} has no size: its layout is not known ahead")
+    writer = ZipWriter(compression=compression)
+    if writer.layout(info, None) in (None, "deflate"):
+        raise ValueError(f"entry {info.name!r} is compressed: its length is not known ahead")
+    writer.offset = offset
+    local = writer.start_entry(info)
+    before = writer.offset
+    if not info.name.endswith("/"):
+        writer.skip(info.size)
+    writer.end_entry()
+    return local, writer.offset - before, writer._central[-1]
+
+
+def end_records(count: int, start: int, size: int) -> bytes:
+    """What follows a central directory of ``count`` records and ``size`` bytes that starts
+    at ``start``: the zip64 end record and locator when needed, then the end record."""
+    end = b""
+    if count >= ZIP32_MAX_ENTRIES or start >= ZIP32_MAX or size >= ZIP32_MAX:
+        end += ZIP64_END_RECORD.pack(
+            SIG_ZIP64_END, ZIP64_END_RECORD.size - 12, VERSION_MADE_BY, VERSION_ZIP64,
+            0, 0, count, count, size, start,
+        )  # fmt: skip
+        end += ZIP64_LOCATOR.pack(SIG_ZIP64_LOCATOR, 0, start + size, 1)
+    end += END_RECORD.pack(
+        SIG_END, 0, 0, min(count, ZIP32_MAX_ENTRIES), min(count, ZIP32_MAX_ENTRIES),
+        min(size, ZIP32_MAX), min(start, ZIP32_MAX), 0,
+    )  # fmt: skip
+    return end

@@ -14,25 +14,43 @@ complete archive. Every transfer ends with one DEBUG line on that logger.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import IO, Any, TypeAlias
 
 import anyio
 import anyio.to_thread
 from starlette.background import BackgroundTask
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from ._entries import Entry, entries_for_path
+from ._entries import BytesSource, Entry, entries_for_path
 from ._http import choose
-from ._multipart import MultipartWriter, multipart_size
+from ._multipart import MultipartWriter
 from ._names import content_disposition
-from ._pump import Pace, Pump, check_unique
+from ._plan import MultipartPlan, PartFacts, ZipPlan, plan_multipart, plan_zip
+from ._pump import Pace, Pump, RangeReader, check_unique
+from ._ranges import (
+    BYTERANGES_BOUNDARY_PREFIX,
+    UNSATISFIABLE,
+    ByteRange,
+    byteranges,
+    derived_boundary,
+    http_date,
+    if_range_holds,
+    manifest_etag,
+    not_modified,
+    parse_range,
+)
+from ._zipformat import crc32
 from ._zipwriter import (
     Compression,
     ZipEntryInfo,
@@ -44,6 +62,9 @@ logger = logging.getLogger("multiresp")
 
 ZIP_MEDIA_TYPE = "application/zip"
 MULTIPART_MEDIA_TYPE = "multipart/mixed"
+BOUNDARY_KEY_VARIABLE = "MULTIRESP_BOUNDARY_KEY"
+BOUNDARY_KEY_BYTES = 32  # a random per-process key when the variable is unset
+_PROCESS_KEY = secrets.token_bytes(BOUNDARY_KEY_BYTES)
 
 EntryLike: TypeAlias = "Entry | str | os.PathLike[str]"
 Entries: TypeAlias = "Iterable[EntryLike] | AsyncIterable[Entry]"
@@ -75,16 +96,13 @@ class _ZipEncoder:
             media_type=entry.media_type, mode=entry.mode,
         )  # fmt: skip
 
-    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
-        if not entry.rereadable:
+    def crc_first(self, entry: Entry, sample: bytes | None) -> bool:
+        """True when the entry takes layout 1, by the writer's one rule: its CRC is then
+        computed before its header (only a re-readable source's can be)."""
+        if not entry.size:
             return False
-        if self.writer.compression == "store":  # the hot path: no info to build
-            return bool(entry.size)
-        return self.writer.wants_crc(self.info(entry, None), sample)
-
-    def crc_ahead(self, entry: Entry) -> bool:
-        info = self.info(entry, None)
-        return self.writer.surely_stored(info) and self.wants_crc(entry, b"")
+        info = self.info(entry, 0 if entry.rereadable else None)
+        return self.writer.layout(info, sample) == "store"
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
         return self.writer.start_entry(self.info(entry, crc), sample)
@@ -99,12 +117,54 @@ class _ZipEncoder:
         return self.writer.finish()
 
 
-def predict_zip_size(entries: list[Entry]) -> int | None:
-    """The exact stored archive size, or None when a size is unknown."""
+def predict_zip_size(entries: list[Entry], compression: Compression = "store") -> int | None:
+    """The exact archive size, or None when it is not known before the bytes are read (a
+    size unknown, or an entry compressed or sampled by "auto")."""
     if any(entry.size is None for entry in entries):
         return None
-    # Re-readable sources get their CRC computed ahead (layout 1): say so with any CRC value.
+    plan = _zip_plan(entries, compression)
+    if plan is not None:
+        return plan.total
+    if compression != "store":
+        return None
+    # One-shot sources: framed as deflate stored blocks (layout 2), still of known length.
     return zip_size(_ZipEncoder.info(e, 0 if e.rereadable else None) for e in entries)
+
+
+def _zip_plan(entries: list[Entry], compression: Compression) -> ZipPlan | None:
+    """The plan of an archive of re-readable sources, or None (see :func:`plan_zip`)."""
+    if not all(entry.rereadable for entry in entries):
+        return None
+    return plan_zip(compression, (_ZipEncoder.info(e, None) for e in entries))
+
+
+def _newest(entries: list[Entry]) -> dt.datetime | None:
+    times = [entry.mtime for entry in entries if entry.mtime is not None]
+    return max(times) if times else None
+
+
+def _facts(entries: list[Entry]) -> Iterator[tuple[object, ...]]:
+    """What decides each entry's bytes, for the ETag: never an inode or absolute path."""
+    for entry in entries:
+        source = entry.source
+        digest = crc32(source.data, 0) if isinstance(source, BytesSource) else None
+        yield (entry.name, entry.size, entry.mtime_ns, entry.mode, entry.media_type, digest)
+
+
+def boundary_key() -> bytes:
+    """The key that derives multipart boundaries: ``MULTIRESP_BOUNDARY_KEY`` (shared by the
+    replicas), else a random key of this process."""
+    shared = os.environ.get(BOUNDARY_KEY_VARIABLE)
+    return shared.encode("utf-8") if shared else _PROCESS_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class _Ranged:
+    """What a body that serves ranges knows before its first byte."""
+
+    plan: ZipPlan | MultipartPlan
+    etag: str
+    last_modified: dt.datetime | None
 
 
 class _Transfer:
@@ -142,6 +202,7 @@ class _FilesResponse(Response):
         self.init_headers(headers)
         self._items: Iterable[EntryLike] | None = None
         self._stream: AsyncIterable[Entry] | None = None
+        self._ranged: _Ranged | None = None
         if isinstance(entries, AsyncIterable):
             self._stream = entries
         elif isinstance(entries, (str, bytes, os.PathLike)):
@@ -167,7 +228,8 @@ class _FilesResponse(Response):
 
     async def _entries(self) -> list[Entry] | AsyncIterable[Entry]:
         """The entries, resolved and measured in one worker-thread hop; sets Content-Length
-        when :meth:`_length` knows it."""
+        when :meth:`_length` knows it, and the validators when :meth:`_validators` gives
+        them."""
         if self._stream is not None:
             return self._stream
         assert self._items is not None
@@ -175,6 +237,7 @@ class _FilesResponse(Response):
 
         def prepare() -> tuple[list[Entry], int | None]:
             entries = _resolve(items)
+            self._ranged = self._validators(entries)
             return entries, self._length(entries)
 
         entries, length = await anyio.to_thread.run_sync(
@@ -182,11 +245,85 @@ class _FilesResponse(Response):
         )
         if length is not None:
             self._set_header("content-length", str(length))
+        if self._ranged is not None:
+            self._set_header("etag", self._ranged.etag)
+            if self._ranged.last_modified is not None:
+                self._set_header("last-modified", http_date(self._ranged.last_modified))
+            self._set_header("accept-ranges", "bytes")
         return entries
 
     def _length(self, entries: list[Entry]) -> int | None:
         """The exact body length for these entries, when it is known before sending."""
+        return None if self._ranged is None else self._ranged.plan.total
+
+    def _validators(self, entries: list[Entry]) -> _Ranged | None:
+        """The plan and validators of a body that can be sent again, byte for byte, in part
+        (every size known, every source re-readable, a layout known without reading); None
+        otherwise."""
         return None
+
+    async def _conditional(
+        self, scope: Scope, receive: Receive, send: Send, transfer: _Transfer, entries: object
+    ) -> bool:
+        """Answer a conditional or range request (304, 416, 206) and return True; False when
+        the whole body is to be sent."""
+        ranged = self._ranged
+        if ranged is None or not isinstance(entries, list):
+            return False
+        request = Headers(scope=scope)
+        method = scope.get("method", "GET")
+        if self.status_code == 200 and not_modified(
+            method, request.get("if-none-match"), request.get("if-modified-since"),
+            ranged.etag, ranged.last_modified,
+        ):  # fmt: skip
+            self._drop_headers("content-length", "content-type")
+            return await self._answer(send, 304, transfer, "not modified")
+        if method != "GET" or self.status_code != 200 or "range" not in request:
+            return False
+        now = dt.datetime.now(dt.timezone.utc)
+        if not if_range_holds(request.get("if-range"), ranged.etag, ranged.last_modified, now):
+            return False
+        total = ranged.plan.total
+        ranges = parse_range(request["range"], total)
+        if ranges is None:
+            return False
+        if ranges == UNSATISFIABLE or isinstance(ranges, str):
+            self.headers["content-range"] = f"bytes */{total}"
+            self.headers["content-length"] = "0"
+            return await self._answer(send, 416, transfer, "unsatisfiable range")
+        self.status_code = 206
+        if len(ranges) == 1:
+            parts = [(b"", ranges[0])]
+            close = b""
+            self.headers["content-range"] = ranges[0].content_range(total)
+            self.headers["content-length"] = str(ranges[0].stop - ranges[0].start)
+        else:
+            boundary = BYTERANGES_BOUNDARY_PREFIX + secrets.token_hex(16)
+            framed = byteranges(ranges, total, self.headers["content-type"], boundary)
+            parts = [(part.head, part.range) for part in framed.parts]
+            close = framed.close
+            self.headers["content-type"] = framed.content_type
+            self.headers["content-length"] = str(framed.length)
+        await self._start(send)
+        pace = Pace()
+        reader = RangeReader(ranged.plan, entries)
+        await self._send_body(
+            scope, receive, send, _range_batches(reader, parts, close, pace),
+            pace=pace, transfer=transfer,
+        )  # fmt: skip
+        return True
+
+    async def _answer(self, send: Send, status: int, transfer: _Transfer, outcome: str) -> bool:
+        self.status_code = status
+        await self._start(send)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        transfer.outcome = outcome
+        return True
+
+    def _drop_headers(self, *names: str) -> None:
+        for name in names:
+            if name in self.headers:
+                del self.headers[name]
 
     def _zip_options(self, filename: str, compression: Compression, level: int | None) -> None:
         ZipWriter(compression=compression, level=level)  # refuses bad options now, not mid-body
@@ -308,8 +445,15 @@ async def _aclose(body: AsyncIterator[list[bytes]]) -> None:
 class ZipStreamResponse(_FilesResponse):
     """A zip archive built while it is sent, in bounded memory.
 
-    When every size is known and compression is ``"store"``, the exact ``Content-Length`` is
-    sent and ``HEAD`` is answered without reading any source; otherwise the body is chunked.
+    When every size is known and compression is ``"store"`` (or ``"auto"`` with only
+    incompressible media types), the exact ``Content-Length`` is sent and ``HEAD`` is answered
+    without reading any source; otherwise the body is chunked. When, in addition, every source
+    can be read again (paths, bytes), the response carries a strong ``ETag`` (a hash of the
+    manifest: names, sizes, mtimes, modes, media types, never an inode or absolute path),
+    ``Last-Modified`` and ``Accept-Ranges: bytes``, and answers ``Range`` (206, several
+    ranges as ``multipart/byteranges``, 416), ``If-Range``, ``If-None-Match`` and
+    ``If-Modified-Since`` (304). A range reads only the sources it overlaps, and the CRCs of
+    the entries whose records it covers.
 
     Args:
         entries: Entries or paths (a folder's path sends its content), or an async iterable
@@ -350,12 +494,23 @@ class ZipStreamResponse(_FilesResponse):
         self._zip_options(filename, compression, level)
 
     def _length(self, entries: list[Entry]) -> int | None:
-        return predict_zip_size(entries) if self.compression == "store" else None
+        if self._ranged is not None:
+            return self._ranged.plan.total
+        return predict_zip_size(entries, self.compression)
+
+    def _validators(self, entries: list[Entry]) -> _Ranged | None:
+        plan = _zip_plan(entries, self.compression)
+        if plan is None:
+            return None
+        etag = manifest_etag(f"zip {self.compression}", _facts(entries))
+        return _Ranged(plan, etag, _newest(entries))
 
     async def _respond(
         self, scope: Scope, receive: Receive, send: Send, transfer: _Transfer
     ) -> None:
         entries = await self._entries()
+        if await self._conditional(scope, receive, send, transfer, entries):
+            return
         await self._start(send)
         pace = Pace()
         pump = Pump(entries, _ZipEncoder(self.compression, self.level), pace)
@@ -408,7 +563,7 @@ class ZipResponse(_FilesResponse):
 
     def _length(self, entries: list[Entry]) -> int | None:
         # Only HEAD uses it: a GET sends the spooled archive's own size.
-        return predict_zip_size(entries) if self.compression == "store" else None
+        return predict_zip_size(entries, self.compression)
 
     async def _respond(
         self, scope: Scope, receive: Receive, send: Send, transfer: _Transfer
@@ -475,17 +630,34 @@ async def _read_blocks(f: IO[bytes], pace: Pace) -> AsyncIterator[list[bytes]]:
         yield [block]
 
 
+async def _range_batches(
+    reader: RangeReader, parts: list[tuple[bytes, ByteRange]], close: bytes, pace: Pace
+) -> AsyncIterator[list[bytes]]:
+    """The bytes of ``parts`` (a head, then a range of the body) and ``close``, read by
+    ``reader`` a hop at a time in a thread of its own."""
+    limiter = anyio.CapacityLimiter(1)
+    try:
+        for head, byte_range in parts:
+            reader.select(byte_range.start, byte_range.stop)
+            first = [head] if head else []
+            while batch := await anyio.to_thread.run_sync(
+                reader.step, pace.block, limiter=limiter, abandon_on_cancel=True
+            ):
+                yield first + batch
+                first = []
+            if first:
+                yield first
+        if close:
+            yield [close]
+    finally:
+        reader.close()
+
+
 class _MultipartEncoder:
     """Adapts the pure :class:`MultipartWriter` to the pump."""
 
     def __init__(self, writer: MultipartWriter) -> None:
         self.writer = writer
-
-    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
-        return False
-
-    def crc_ahead(self, entry: Entry) -> bool:
-        return False
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
         return self.writer.start_part(entry.name, size=entry.size, media_type=entry.media_type)
@@ -506,13 +678,17 @@ class MultipartResponse(_FilesResponse):
     Each part carries ``Content-Type``, ``Content-Disposition: attachment; filename="..."``
     (plus ``filename*=UTF-8''...`` for non-ASCII names) and ``Content-Length`` when its size is
     known. When every size is known the total ``Content-Length`` is exact and ``HEAD`` reads no
-    source.
+    source. When every source can also be read again (paths, bytes), the boundary is fixed
+    and the body serves validators and ranges as :class:`ZipStreamResponse` does.
 
     Args:
         entries: Entries or paths (a folder's path sends its content), or an async iterable
             of entries produced while the response streams.
         subtype: The multipart subtype; ``mixed`` by default.
-        boundary: The boundary. Leave it out: a random boundary cannot be forged by a file.
+        boundary: The boundary. Leave it out: then it is derived from the manifest with a
+            key only the servers hold (``MULTIRESP_BOUNDARY_KEY``, else a random key of the
+            process), so no file can forge it and replicas sharing the key agree; it is
+            random per response when the body cannot serve ranges.
         status_code: The HTTP status.
         headers: Extra headers; ones given here win over the computed ones.
         background: Run after the body, as for :class:`ZipStreamResponse` (also when the
@@ -536,6 +712,7 @@ class MultipartResponse(_FilesResponse):
     ) -> None:
         writer = MultipartWriter(subtype=subtype, boundary=boundary)  # validates both now
         self.subtype, self.boundary = subtype, writer.boundary
+        self._boundary_given = boundary is not None
         super().__init__(
             entries,
             media_type=writer.content_type,
@@ -547,13 +724,32 @@ class MultipartResponse(_FilesResponse):
     def _length(self, entries: list[Entry]) -> int | None:
         if any(entry.size is None for entry in entries):
             return None
-        parts = [(e.name, e.size or 0, e.media_type) for e in entries]
-        return multipart_size(parts, boundary=self.boundary, subtype=self.subtype)
+        return self._plan(entries).total
+
+    def _plan(self, entries: list[Entry]) -> MultipartPlan:
+        parts = (PartFacts(e.name, e.size or 0, e.media_type) for e in entries)
+        return plan_multipart(parts, boundary=self.boundary, subtype=self.subtype)
+
+    def _validators(self, entries: list[Entry]) -> _Ranged | None:
+        """A sized body of re-readable sources gets a fixed boundary: the one given, or one
+        derived from the manifest with the servers' key (:func:`boundary_key`)."""
+        if any(e.size is None or not e.rereadable for e in entries):
+            return None
+        facts = list(_facts(entries))
+        if not self._boundary_given:
+            base = manifest_etag(f"multipart {self.subtype}", facts)
+            self.boundary = derived_boundary(boundary_key(), base)
+        etag = manifest_etag(f"multipart {self.subtype} {self.boundary}", facts)
+        plan = self._plan(entries)
+        self.headers["content-type"] = plan.content_type
+        return _Ranged(plan, etag, _newest(entries))
 
     async def _respond(
         self, scope: Scope, receive: Receive, send: Send, transfer: _Transfer
     ) -> None:
         entries = await self._entries()
+        if await self._conditional(scope, receive, send, transfer, entries):
+            return
         await self._start(send)
         writer = MultipartWriter(subtype=self.subtype, boundary=self.boundary)
         pace = Pace()
@@ -598,16 +794,19 @@ def negotiate(
             ``responses=NEGOTIATED_RESPONSES``.
     """
     chosen = choose(request.headers.get("accept"), [ZIP_MEDIA_TYPE, MULTIPART_MEDIA_TYPE])
+    vary = {"vary": "Accept"}  # caches must key the answer on Accept
     if chosen == ZIP_MEDIA_TYPE:
         return ZipStreamResponse(
-            entries, filename=filename, compression=compression, background=background
-        )
+            entries, filename=filename, compression=compression, headers=vary,
+            background=background,
+        )  # fmt: skip
     if chosen == MULTIPART_MEDIA_TYPE:
-        return MultipartResponse(entries, background=background)
+        return MultipartResponse(entries, headers=vary, background=background)
     return PlainTextResponse(
         f"Not Acceptable: this resource is available as {ZIP_MEDIA_TYPE} or "
         f"{MULTIPART_MEDIA_TYPE}\n",
         status_code=406,
+        headers=vary,
         background=background,
     )
 
