@@ -205,7 +205,9 @@ def iter_body(plan: UploadPlan, tracker: Tracker) -> Iterator[bytes]:
             batch = _Batch(work.step(READ_BLOCK), encoder.ended, work.current)
             yield from batch.pieces
             tracker.sent(batch)
-        yield encoder.finish()
+        end = _Batch([encoder.finish()], encoder.ended, None)
+        yield from end.pieces
+        tracker.sent(end)
     finally:
         work.close()
 
@@ -219,7 +221,8 @@ def check_sync(plan: UploadPlan) -> None:
     for entry in plan.entries:
         if isinstance(entry.source, AsyncIterSource):
             raise TypeError(
-                f"entry {entry.name!r} reads an async iterable: send it with aupload(), not upload()"
+                f"entry {entry.name!r} reads an async iterable: send it with aupload(),"
+                " not upload()"
             )
 
 
@@ -260,7 +263,6 @@ class AsyncBody:
                 self._tracker.sent(batch)
         if self._error is not None:
             raise self._error
-
 
 
 def _request_kwargs(plan: UploadPlan, request_kwargs: dict[str, Any]) -> dict[str, Any]:
