@@ -198,6 +198,19 @@ def test_returns_error_responses(receiver: tuple[Receiver, str]) -> None:
     assert response.status_code == 404
 
 
+@pytest.mark.anyio
+async def test_an_answer_before_the_body_ends_is_returned(
+    anyio_backend: str, live_server: Callable[..., LiveServer]
+) -> None:
+    async def refuse(request: Request) -> JSONResponse:
+        return JSONResponse({"error": "too large"}, status_code=413)
+
+    server = live_server(Starlette(routes=[Route("/up", refuse, methods=["POST"])]))
+    big = Entry.from_bytes(os.urandom(32 * MiB), "big.bin")
+    response = await aupload(server.url + "/up", big)
+    assert (response.status_code, response.json()) == (413, {"error": "too large"})
+
+
 # -- the raw body, read by independent parsers ----------------------------------------------------
 
 AWKWARD = ['say "hi".txt', "100%.txt", "a%22b.txt", "naïve 文件 🎉.txt", "x;y=z.txt", "sp ace .txt"]

@@ -130,7 +130,7 @@ def _quoted(value: str) -> bytes:
     """A quoted string of UTF-8 (RFC 7578 section 4.2), ``"`` and ``\\`` escaped with a
     backslash as RFC 9110 quoted-pairs: python-multipart (so Starlette and FastAPI), the
     ``email`` package and multiresp read them back. Browsers write ``%22`` instead, which
-    those readers keep as it is, so a name with ``%22`` in it would be misread."""
+    these readers hand on as the three characters ``%22``."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return b'"' + escaped.encode("utf-8") + b'"'
 
