@@ -22,7 +22,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 import multiresp._fs
@@ -80,6 +80,7 @@ class Receiver:
             routes=[
                 Route("/form", self.form, methods=["POST", "PUT"]),
                 Route("/raw", self.raw_body, methods=["POST"]),
+                Route("/moved", lambda _: RedirectResponse("/form", 307), methods=["POST"]),
             ]
         )
 
@@ -196,6 +197,9 @@ def test_returns_error_responses(receiver: tuple[Receiver, str]) -> None:
     _, url = receiver
     response = upload(url + "/nowhere", Entry.from_bytes(b"x", "x.txt"))
     assert response.status_code == 404
+    # a redirect is returned, not followed: the body would have to be sent again
+    response = upload(url + "/moved", Entry.from_bytes(b"x", "x.txt"))
+    assert (response.status_code, response.headers["location"]) == (307, "/form")
 
 
 @pytest.mark.anyio

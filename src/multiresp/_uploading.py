@@ -274,6 +274,17 @@ def _request_kwargs(plan: UploadPlan, request_kwargs: dict[str, Any]) -> dict[st
     return {**request_kwargs, "headers": headers}
 
 
+def _client_options() -> dict[str, Any]:
+    """The default client's options: download's timeouts, and no redirect followed (a
+    redirected upload would need its body again: the 3xx is returned instead)."""
+    from .client import CONNECT_TIMEOUT, READ_TIMEOUT
+
+    return {
+        "follow_redirects": False,
+        "timeout": httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+    }
+
+
 def upload(
     url: httpx.URL | str,
     files: Files,
@@ -303,7 +314,8 @@ def upload(
             Entries from :meth:`~multiresp.Entry.from_iter` need a ``size`` for an exact
             ``Content-Length``; synchronous iterables only (async ones: :func:`aupload`).
         client: The httpx client to use; by default a new one with a 10 s connect timeout
-            and a 60 s read timeout.
+            and a 60 s read timeout, which follows no redirect (a redirected upload would
+            have to send its body again: the 3xx response is returned).
         field: The form field name of every file part.
         progress: None; True for a progress bar on stderr; or a callable that receives a
             :class:`~multiresp.client.Progress` (bytes sent, body length, files sent, the
@@ -332,9 +344,7 @@ def upload(
     kwargs = _request_kwargs(plan, request_kwargs)
     try:
         if client is None:
-            from .client import _client
-
-            with _client() as http:
+            with httpx.Client(**_client_options()) as http:
                 response = http.request(method, url, content=iter_body(plan, tracker), **kwargs)
         else:
             response = client.request(method, url, content=iter_body(plan, tracker), **kwargs)
@@ -367,9 +377,8 @@ async def aupload(
     try:
         async with contextlib.AsyncExitStack() as stack:
             if client is None:
-                from .client import _async_client
-
-                client = await stack.enter_async_context(_async_client())
+                http = httpx.AsyncClient(**_client_options())
+                client = await stack.enter_async_context(http)
             response = await _asend(client, method, url, AsyncBody(plan, tracker), kwargs)
         tracker.finished()
         return response
