@@ -31,7 +31,6 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._entries import AsyncIterSource, Entry, entries_for_path
 from ._multipart import MultipartWriter, multipart_size
 from ._progress import Progress, ProgressCallback, Reporter
-from ._pump import READ_BLOCK, Pump, _BlockingWork, check_unique
 
 FORM_SUBTYPE = "form-data"
 PREFETCH_BATCHES = 1  # batches (about READ_BLOCK each) read ahead of the one being sent
@@ -62,6 +61,8 @@ def upload_entries(files: Files) -> list[Entry]:
         else:
             raise TypeError(f"files must be paths or Entry objects, not {type(item).__name__}")
     entries = [entry for entry in entries if not entry.is_dir]
+    from ._pump import check_unique  # the pump loads on first use: downloads never need it
+
     check_unique(entries, set())
     if not entries:
         raise ValueError("nothing to upload: no file among the paths and entries given")
@@ -197,6 +198,8 @@ def iter_body(plan: UploadPlan, tracker: Tracker) -> Iterator[bytes]:
         IntegrityError: a file changed since it was listed, or a source gave more or fewer
             bytes than its declared size.
     """
+    from ._pump import READ_BLOCK, _BlockingWork
+
     encoder = _FormEncoder(plan.writer())
     work = _BlockingWork(encoder)
     work.pending.extend(plan.entries)
@@ -245,6 +248,8 @@ class AsyncBody:
 
     async def produce(self) -> None:
         """Read the body into the stream, ``PREFETCH_BATCHES`` ahead of the sender."""
+        from ._pump import Pump
+
         encoder = _FormEncoder(self._plan.writer())
         pump = Pump(self._plan.entries, encoder)
         async with self._send:
