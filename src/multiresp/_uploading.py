@@ -89,8 +89,7 @@ class UploadPlan:
     @property
     def headers(self) -> dict[str, str]:
         """``Content-Type`` and, when known, ``Content-Length``."""
-        writer = MultipartWriter(subtype=FORM_SUBTYPE, boundary=self.boundary, field=self.field)
-        headers = {"Content-Type": writer.content_type}
+        headers = {"Content-Type": self.writer().content_type}
         if self.length is not None:
             headers["Content-Length"] = str(self.length)
         return headers
