@@ -124,6 +124,24 @@ def boundary_from_content_type(content_type: str) -> str:
     return boundary
 
 
+_FORM = "form-data"
+
+
+def _quoted(value: str) -> bytes:
+    """A quoted string of UTF-8 (RFC 7578 section 4.2), ``"`` and ``\\`` escaped with a
+    backslash as RFC 9110 quoted-pairs: python-multipart (so Starlette and FastAPI), the
+    ``email`` package and multiresp read them back. Browsers write ``%22`` instead, which
+    these readers hand on as the three characters ``%22``."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return b'"' + escaped.encode("utf-8") + b'"'
+
+
+def _form_data_disposition(field: str, filename: str) -> bytes:
+    """``form-data; name="field"; filename="..."``: no ``filename*``, which RFC 7578 forbids
+    (python-multipart ignores it)."""
+    return b"form-data; name=" + _quoted(field) + b"; filename=" + _quoted(filename)
+
+
 class MultipartWriter:
     """Encode a multipart body part by part; every call returns the bytes to send next.
 
@@ -144,21 +162,27 @@ class MultipartWriter:
         "_written",
         "boundary",
         "content_type",
+        "field",
     )
 
-    def __init__(self, *, subtype: str = "mixed", boundary: str | None = None) -> None:
+    def __init__(
+        self, *, subtype: str = "mixed", boundary: str | None = None, field: str = "files"
+    ) -> None:
         """Start a body.
 
         Args:
             subtype: The multipart subtype (``mixed``, ``related``, ``form-data``...).
             boundary: The boundary to use. Leave it out: a random boundary cannot be forged
                 by the content of the parts.
+            field: For ``form-data`` only: the form field every part belongs to.
 
         Raises:
             ValueError: the subtype is not a token, or the boundary breaks RFC 2046.
+            UnsafeNameError: the field name holds CR, LF or NUL.
         """
         if not _TOKEN.fullmatch(subtype):
             raise ValueError(f"multipart subtype {subtype!r} is not a token")
+        self.field = check_header_value(field, "form field name") if subtype == _FORM else None
         if boundary is None:
             boundary = secrets.token_hex(BOUNDARY_RANDOM_BYTES)
         problem = _boundary_problem(boundary)
@@ -179,8 +203,9 @@ class MultipartWriter:
         Args:
             name: The entry name, sent as the part's filename. A trailing ``/`` marks a
                 directory entry, sent as a part without content.
-            size: The number of bytes the part will hold, sent as ``Content-Length``; or None
-                when unknown.
+            size: The number of bytes the part will hold, sent as ``Content-Length`` (not in
+                ``form-data``, whose parts carry no other header, RFC 7578 section 4.8); or
+                None when unknown.
             media_type: Its ``Content-Type``; ``inode/directory`` for a directory.
 
         Returns:
@@ -205,12 +230,19 @@ class MultipartWriter:
         is_dir = name.endswith("/")
         if is_dir and size:
             raise ValueError(f"directory part {name!r} cannot hold {size} bytes")
-        lines = [
-            self._dash_boundary,
-            b"Content-Type: " + media_type.encode("ascii"),
-            b"Content-Disposition: " + content_disposition(name).encode("ascii"),
-        ]
-        if size is not None:
+        if self.field is not None:  # as browsers write it: the disposition first
+            lines = [
+                self._dash_boundary,
+                b"Content-Disposition: " + _form_data_disposition(self.field, name),
+                b"Content-Type: " + media_type.encode("ascii"),
+            ]
+        else:
+            lines = [
+                self._dash_boundary,
+                b"Content-Type: " + media_type.encode("ascii"),
+                b"Content-Disposition: " + content_disposition(name).encode("ascii"),
+            ]
+        if size is not None and self.field is None:
             lines.append(b"Content-Length: %d" % size)
         self._part = name
         self._limit = 0 if is_dir else size
@@ -292,7 +324,11 @@ class MultipartWriter:
 
 
 def multipart_size(
-    parts: Iterable[tuple[str, int, str]], *, boundary: str, subtype: str = "mixed"
+    parts: Iterable[tuple[str, int, str]],
+    *,
+    boundary: str,
+    subtype: str = "mixed",
+    field: str = "files",
 ) -> int:
     """The exact length of the body :class:`MultipartWriter` writes for these parts.
 
@@ -300,6 +336,7 @@ def multipart_size(
         parts: ``(name, size, media_type)`` for each part, in order.
         boundary: The boundary the writer will use.
         subtype: The multipart subtype.
+        field: The form field of a ``form-data`` body.
 
     Returns:
         The body's length in bytes.
@@ -307,7 +344,7 @@ def multipart_size(
     Raises:
         UnsafeNameError, ValueError: as :meth:`MultipartWriter.start_part` would.
     """
-    writer = MultipartWriter(subtype=subtype, boundary=boundary)
+    writer = MultipartWriter(subtype=subtype, boundary=boundary, field=field)
     total = 0
     for name, size, media_type in parts:
         total += len(writer.start_part(name, size=size, media_type=media_type))

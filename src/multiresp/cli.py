@@ -4,6 +4,7 @@
 
     multiresp serve DIR [--host 127.0.0.1] [--port 8000]
     multiresp get URL [-o DIR] [--format zip|multipart] [--no-progress]
+    multiresp put URL PATH... [--field files] [--no-progress]
 
 ``python -m multiresp`` is the same command.
 """
@@ -11,14 +12,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import pathlib
 import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
+
+import anyio
 
 from ._progress import human_bytes, plain_line
 from ._types import SavedFile
@@ -31,6 +35,7 @@ GRACEFUL_SHUTDOWN = 5  # seconds Ctrl-C waits for transfers in flight before clo
 ACCEPT = {"zip": "application/zip", "multipart": "multipart/mixed"}
 WAKE_INTERVAL = 0.2  # seconds: how often the main thread wakes to notice Ctrl-C
 EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by SIGINT
+PUT_ERROR_TEXT = 200  # characters of an error response's body shown by put
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "put":
+        return _put(args.url, args.paths, field=args.field, progress=not args.no_progress)
     if args.command == "serve":
         return _serve(args.dir, host=args.host, port=args.port)
     return _get(args.url, args.output, fmt=args.format, progress=not args.no_progress)
@@ -87,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         help="ask for this format (the Accept header); the reply's Content-Type decides",
     )
     get.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    _add_put(commands)
     return parser
 
 
@@ -218,3 +226,70 @@ def _one_line(exc: BaseException) -> str:
 def _fail(command: str, message: str, *, status: int = 1) -> int:
     print(f"multiresp {command}: error: {message}", file=sys.stderr, flush=True)
     return status
+
+
+# -- put -----------------------------------------------------------------------------------
+
+
+def _add_put(commands: Any) -> None:
+    put = commands.add_parser(
+        "put",
+        help="upload files and folders as one multipart/form-data request",
+        description="Upload each PATH (a folder sends its files under its own name, as a "
+        "browser's folder upload does) to URL as one multipart/form-data POST, as the "
+        "gateway's POST /upload/PATH and receive_files take it.",
+    )
+    put.add_argument("url", metavar="URL")
+    put.add_argument("paths", metavar="PATH", nargs="+", type=pathlib.Path)
+    put.add_argument(
+        "--field", default="files", help="the form field of the files (default: files)"
+    )
+    put.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+
+
+class _LastReport:
+    """Keeps the last progress report (for the summary) and passes each on to ``show``."""
+
+    def __init__(self, show: Callable[[Progress], object] | None) -> None:
+        self.show = show
+        self.last: Progress | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        self.last = progress
+        if self.show is not None:
+            self.show(progress)
+
+
+def _put(url: str, paths: list[pathlib.Path], *, field: str, progress: bool) -> int:
+    from ._progress import TerminalBar
+    from .client import aupload
+
+    bar: TerminalBar | None = None
+    show: Callable[[Progress], object] | None = None
+    if progress:
+        show = bar = TerminalBar() if sys.stderr.isatty() else None
+        show = show or _PlainLines(sys.stderr)
+    report = _LastReport(show)
+    started = time.perf_counter()
+    try:
+        response = anyio.run(functools.partial(aupload, url, paths, field=field, progress=report))
+    except KeyboardInterrupt:
+        return _fail("put", "interrupted", status=EXIT_INTERRUPTED)
+    except Exception as exc:  # every failure is one line, never a traceback
+        return _fail("put", _one_line(exc))
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - started
+    status = f"{response.status_code} {response.reason_phrase}".strip()
+    if not response.is_success:
+        said = " ".join(response.text.split())[:PUT_ERROR_TEXT]
+        return _fail("put", f"{url} answered {status}" + (f": {said}" if said else ""))
+    done = report.last
+    size = done.bytes_done if done is not None else 0
+    count = done.files_done if done is not None else 0
+    rate = f"{human_bytes(int(size / elapsed))}/s" if elapsed > 0 else "-"
+    files = "1 file" if count == 1 else f"{count} files"
+    print(f"Sent {files}, {human_bytes(size)} in {elapsed:.2f} s ({rate}) to {url}: {status}",
+          flush=True)  # fmt: skip
+    return 0

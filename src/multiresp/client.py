@@ -52,6 +52,8 @@ from ._progress import Progress, ProgressCallback
 from ._sink import FileSink, IfExists
 from ._transfer import Transfer
 from ._types import Limits, SavedFile
+from ._uploading import aupload as aupload
+from ._uploading import upload as upload
 from ._writer import Writer, aexit_writer, aput, in_thread_shielded
 
 __all__ = (
@@ -59,8 +61,10 @@ __all__ = (
     "ReceivedEntry",
     "adownload",
     "aiter_entries",
+    "aupload",
     "download",
     "iter_entries",
+    "upload",
 )
 
 CONNECT_TIMEOUT = 10.0  # seconds, for the client download() makes when given none
