@@ -1,8 +1,8 @@
 """multiresp: many files in one HTTP response, sent and received safely while they stream.
 
-The server's responses and ``receive_files`` are loaded on first use (``multiresp.ZipStreamResponse``),
-so that a client-only program (``import multiresp.client``) never imports Starlette or the
-read-ahead pump.
+The server's responses and ``receive_files`` are loaded on first use
+(``multiresp.ZipStreamResponse``), so that a client-only program (``import multiresp.client``)
+never imports Starlette or the read-ahead pump.
 """
 
 import importlib
