@@ -13,11 +13,11 @@
     app = FastAPI(exception_handlers=EXCEPTION_HANDLERS)  # 413 / 400 / 409, no try/except
 
 How this works: the body is read as it arrives (``request.stream()``) and fed to the same path
-the client's downloads take (:class:`~multiresp._decoding.BodyDecoder` with the project's own
-multipart reader, then :class:`~multiresp._decoding.Batcher`). Between the two, this module
-sorts the parts: a part whose ``Content-Disposition`` has a ``filename`` is a file, one
-without is a text field, kept in memory (bounded by ``MAX_FIELDS_BYTES``) and never written.
-The files' events go to the writer thread (:class:`~multiresp._writer.Writer`), which drives a
+the client's downloads take: :class:`~multiresp._decoding.BodyDecoder`, with the project's own
+multipart reader. This module sorts the parts it gives: one whose ``Content-Disposition`` has a
+``filename`` is a file, one without is a text field, kept in memory (bounded by
+``MAX_FIELDS_BYTES``) and never written. The files' events go, in batches of about
+``BATCH_BYTES``, to the writer thread (:class:`~multiresp._writer.Writer`), which drives a
 :class:`~multiresp._sink.FileSink`: each file is written to a temporary name in its folder
 under ``dest``, hashed (SHA-256) on the way, and renamed into place once complete. The event
 loop never touches the disk, and no file is spooled through memory or copied twice.
@@ -42,9 +42,9 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 
-from ._decoding import Batcher, BodyDecoder
+from ._decoding import BATCH_BYTES, BodyDecoder
 from ._errors import LimitExceeded, MultirespError, ProtocolError, UnsafeNameError
-from ._events import Data, EntryEnd, EntryStart, Event
+from ._events import NEED_DATA, Data, EntryEnd, EntryStart, Event
 from ._names import parse_header_params
 from ._sink import FileSink
 from ._types import Limits, SavedFile
@@ -120,29 +120,34 @@ class _Form:
 
     def __init__(self) -> None:
         self.fields: list[tuple[str, str]] = []
+        self.batch: list[Event] = []  # file events for the writer thread
+        self.batch_bytes = 0  # bytes of content in them
         self._bytes = 0
         self._part: str | None = None  # "file", "field" or "empty": the part in progress
         self._field = ""
         self._value = bytearray()
 
-    def sort(self, batch: list[Event]) -> list[Event]:
-        """The events of ``batch`` that belong to files; text fields are taken out.
+    def pull(self, decoder: BodyDecoder) -> None:
+        """Take the decoder's events until it needs data or ends: file events go to :attr:`batch`.
 
         Raises:
             ProtocolError: a part that is not form-data, a text field that is not UTF-8, or
                 content in a file input left empty.
             UnsafeNameError: a file name with a backslash in it.
             LimitExceeded: more than ``MAX_FIELDS`` text fields or ``MAX_FIELDS_BYTES`` in all.
+            MultirespError: what the decoder raises.
         """
-        files: list[Event] = []
-        for event in batch:
+        batch = self.batch
+        while (event := decoder.next_event()) is not NEED_DATA:
             if isinstance(event, EntryStart):
                 self._part = self._start(event)
                 if self._part == "file":
-                    files.append(event)
+                    batch.append(event)
             elif self._part == "file":
-                files.append(event)
-                if isinstance(event, EntryEnd):
+                batch.append(event)
+                if isinstance(event, Data):
+                    self.batch_bytes += len(event.data)
+                elif isinstance(event, EntryEnd):
                     self._part = None
             elif isinstance(event, Data):
                 self._data(event.data)
@@ -150,7 +155,13 @@ class _Form:
                 if self._part == "field":
                     self._end_field()
                 self._part = None
-        return files
+            else:  # End: the reader gives it again at each call
+                return
+
+    def take_batch(self) -> list[Event]:
+        """The file events gathered so far."""
+        batch, self.batch, self.batch_bytes = self.batch, [], 0
+        return batch
 
     def _start(self, event: EntryStart) -> str:
         disposition = next((v for k, v in event.headers if k == "content-disposition"), "")
@@ -275,16 +286,23 @@ async def receive_files(
 async def _receive(
     stream: AsyncGenerator[bytes, None], decoder: BodyDecoder, form: _Form, writer: Writer
 ) -> None:
-    """Pump the body through the decoder and the form into the writer thread, then finish."""
-    batcher = Batcher(decoder)
+    """Pump the body through the decoder and the form into the writer thread, then finish.
+
+    The file events go to the writer in batches of ``BATCH_BYTES``, whatever the files' sizes:
+    as an upload is all or nothing, no file needs to be saved before the next one arrives, and
+    small files then cost few thread hops.
+    """
     try:
         try:
             async for chunk in stream:
                 if chunk:
-                    for batch in batcher.feed(chunk):
-                        await aput(writer, form.sort(batch))
-            for batch in batcher.finish():
-                await aput(writer, form.sort(batch))
+                    decoder.receive(chunk)
+                    form.pull(decoder)
+                    if form.batch_bytes >= BATCH_BYTES:
+                        await aput(writer, form.take_batch())
+            decoder.receive(b"")
+            form.pull(decoder)
+            await aput(writer, form.take_batch())
         except ClientDisconnect:
             raise _Disconnected(
                 f"the client disconnected: the upload ended {decoder.where()}",
