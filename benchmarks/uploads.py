@@ -3,8 +3,8 @@
 Run: ``.venv/bin/python -m benchmarks.uploads [--repeat 3] [--quick]``
 
 curl sends the same ``multipart/form-data`` body (``-F files=@...`` for each file) to three
-routes of one app, served by uvicorn (httptools and uvloop, or ``--http h11`` and asyncio) in a fresh process for
-every run:
+routes of one app, served by uvicorn (httptools and uvloop, or ``--http h11`` and asyncio) in
+a fresh process for every run:
 
 - ``receive``: ``receive_files(request, dest)``;
 - ``form``: ``await request.form()`` (python-multipart, each file spooled through a
