@@ -55,8 +55,6 @@ __all__ = ("EXCEPTION_HANDLERS", "NameTaken", "ReceivedFiles", "error_response",
 FORM_DATA = "multipart/form-data"
 MAX_FIELDS = 1_000  # text fields in one upload
 MAX_FIELDS_BYTES = 1 << 20  # bytes of all text fields of one upload together (held in memory)
-DRAIN_BYTES = 1 << 20  # bytes of a refused body read (and dropped) so the client sees the status
-DRAIN_SECONDS = 1.0  # seconds spent at most on that
 
 
 class NameTaken(UnsafeNameError):
@@ -258,13 +256,13 @@ async def receive_files(
         IntegrityError: a part's bytes disagree with its ``Content-Length`` (HTTP 400).
     """
     content_type = request.headers.get("content-type", "")
-    if parse_header_params(content_type)[0] != FORM_DATA:
-        raise ProtocolError(f"an upload must be {FORM_DATA}, not {content_type[:64]!r}")
     limits = limits if limits is not None else Limits()
     stream = request.stream()
     sink: _UploadSink | None = None
     form = _Form()
     try:
+        if parse_header_params(content_type)[0] != FORM_DATA:
+            raise ProtocolError(f"an upload must be {FORM_DATA}, not {content_type[:64]!r}")
         decoder = BodyDecoder(
             content_type, limits=limits, content_encoding=request.headers.get("content-encoding")
         )
@@ -274,8 +272,6 @@ async def receive_files(
         if sink is not None:
             await in_thread_shielded(sink.roll_back)
         error = _upload_error(exc, sink)
-        if isinstance(error, MultirespError) and not isinstance(error, _Disconnected):
-            await _drain(stream)
         if error is exc:
             raise
         raise error from None
@@ -323,23 +319,6 @@ def _upload_error(exc: BaseException, sink: FileSink | None) -> BaseException:
             entry=name,
         )
     return exc
-
-
-async def _drain(stream: AsyncGenerator[bytes, None]) -> None:
-    """Read a little more of a refused body, so that the client reads the error, not a reset.
-
-    A server that closes a connection with unread bytes in it makes the kernel send a reset,
-    which can destroy the response before the client read it.
-    """
-    with anyio.move_on_after(DRAIN_SECONDS):
-        drained = 0
-        with contextlib.suppress(ClientDisconnect, RuntimeError):
-            async for chunk in stream:
-                drained += len(chunk)
-                if drained > DRAIN_BYTES:
-                    break
-    with contextlib.suppress(RuntimeError, ClientDisconnect):
-        await stream.aclose()
 
 
 async def error_response(request: Request, exc: Exception) -> Response:
