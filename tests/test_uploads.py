@@ -302,6 +302,16 @@ HOSTILE = {
         "",
         form_body(GOOD_FIRST, part('name="f"; filename=""', b"data without a name")),
     ),
+    "a text field too large": (
+        413,
+        "",
+        form_body(GOOD_FIRST, part('name="notes"', b"n" * ((1 << 20) + 1))),
+    ),
+    "too many text fields": (
+        413,
+        "",
+        form_body(GOOD_FIRST, *(part(f'name="k{i}"', b"v") for i in range(1001))),
+    ),
     "a text field that is not UTF-8": (
         400,
         "",
