@@ -7,7 +7,8 @@ timed), and count the content bytes they hand out. multiresp gets its content as
 events holding ``bytes``; python-multipart calls back with ``(buffer, start, end)`` and the
 callback only adds ``end - start``: that is python-multipart's best case, since a real
 consumer would at least slice (copy) the buffer. python-multipart does not use a part's
-Content-Length, so each body is measured with and without per-part Content-Length.
+Content-Length, so each body is measured with and without per-part Content-Length, and as a
+browser writes a form upload (no Content-Length, form-data headers).
 
 MB/s are 10**6 bytes of body per second, best of ``--repeat`` runs.
 """
@@ -29,10 +30,18 @@ MIB = 1024 * 1024  # bytes
 KIB = 1024  # bytes
 BOUNDARY = "bench-" + "0123456789abcdef" * 2
 READ_SIZES = (64 * KIB, 1 * MIB)  # bytes per read
+SHAPES = ("per part", "none", "browser")  # the parts' headers: see make_body
 
 
-def make_body(part_sizes: Sequence[int], *, known: bool) -> tuple[bytes, int]:
-    """A body of random parts; returns it and the sum of the part sizes."""
+def make_body(part_sizes: Sequence[int], *, shape: str) -> tuple[bytes, int]:
+    """A body of random parts; returns it and the sum of the part sizes.
+
+    ``shape``: ``"per part"`` (each part with its Content-Length, as multiresp writes them),
+    ``"none"`` (no Content-Length), or ``"browser"``: no Content-Length and the headers a
+    browser writes for a form's file input (Content-Disposition with ``form-data``, the field
+    name and the file name, then Content-Type).
+    """
+    known = shape == "per part"
     writer = MultipartWriter(boundary=BOUNDARY)
     pieces = []
     content = os.urandom(max(part_sizes))
@@ -42,6 +51,12 @@ def make_body(part_sizes: Sequence[int], *, known: bool) -> tuple[bytes, int]:
         head = writer.start_part(
             f"part-{number}.bin", size=size if known else None, media_type="application/x-bench"
         )
+        if shape == "browser":
+            head = (
+                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="files";'
+                f' filename="part-{number}.bin"\r\nContent-Type: application/octet-stream'
+                "\r\n\r\n"
+            ).encode()
         pieces += [head, writer.write(content[:size]), writer.end_part()]
     pieces.append(writer.finish())
     return b"".join(pieces), sum(part_sizes)
@@ -149,8 +164,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for label, sizes in cases:
-        for known in (True, False):
-            body, expected = make_body(sizes, known=known)
+        for shape in SHAPES:
+            body, expected = make_body(sizes, shape=shape)
             for read_size in READ_SIZES:
                 chunks = [body[i : i + read_size] for i in range(0, len(body), read_size)]
                 speeds = [
@@ -164,7 +179,7 @@ def main() -> None:
                 read_label = f"{read_size // KIB}K" if read_size < MIB else f"{read_size // MIB}M"
                 ratios = f"{speeds[0] / speeds[1]:.1f}/{speeds[0] / speeds[2]:.1f}x"
                 print(
-                    f"{label:<14} {'per part' if known else 'none':<14} {read_label:>6}"
+                    f"{label:<14} {shape:<14} {read_label:>6}"
                     + "".join(f" {speed:>6,.0f} MB/s" for speed in speeds)
                     + f" {ratios:>11}"
                 )

@@ -111,3 +111,50 @@ def test_fastapi_gateway_mounted(
     assert files(tmp_path / "sub") == {"b.bin": WANT["sub/b.bin"]}
     assert httpx.get(base + "/share/files/a.txt").content == b"alpha\n"
     assert httpx.get(base + "/share/files/%2e%2e/folder/a.txt").status_code == 404
+
+
+def test_fastapi_model_takes_inputs_and_gives_outputs(
+    live_server: Callable[..., LiveServer], tmp_path: pathlib.Path
+) -> None:
+    url = live_server(load("fastapi_model").app).url + "/predict"
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "photo.jpg").write_bytes(bytes(range(256)) * 3000)
+    (inputs / "notes.txt").write_bytes(b"mostly text, " * 500)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "model_client.py"),
+            url,
+            str(tmp_path / "out"),
+            str(inputs / "photo.jpg"),
+            str(inputs / "notes.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert run.returncode == 0, run.stderr
+    out = files(tmp_path / "out")
+    assert sorted(out) == ["histograms/00.png", "histograms/01.png", "report.json"]
+    assert out["histograms/00.png"].startswith(b"\x89PNG\r\n\x1a\n")
+    report = json.loads(out["report.json"])
+    assert [(r["input"], r["bytes"]) for r in report] == [
+        ("photo.jpg", 768_000),
+        ("notes.txt", 6500),
+    ]
+    assert report[0]["entropy_bits_per_byte"] == 8.0 and report[0]["flagged"] is True
+    assert run.stdout.splitlines()[-2:] == [
+        "photo.jpg: 8.0 bits/byte",
+        f"notes.txt: {report[1]['entropy_bits_per_byte']} bits/byte",
+    ]
+    # a zip for a client that asks for one, and 413 past the endpoint's limits
+    zipped = httpx.post(
+        url, files={"files": ("a.bin", b"abc")}, headers={"Accept": "application/zip"}
+    )
+    assert zipped.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
+        assert archive.namelist() == ["histograms/00.png", "report.json"]
+    too_many = [("files", (f"{i}.bin", b"x")) for i in range(17)]
+    refused = httpx.post(url, files=too_many)
+    assert refused.status_code == 413 and "max_files" in refused.text

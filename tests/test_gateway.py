@@ -7,8 +7,11 @@ import logging
 import os
 import pathlib
 import re
+import signal
 import socket
 import stat
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -247,3 +250,133 @@ def test_access_log_says_when_a_transfer_broke_off(
 def test_not_a_folder(tmp_path: pathlib.Path) -> None:
     with pytest.raises(NotADirectoryError):
         create_app(tmp_path / "missing")
+
+
+# -- uploads (--allow-upload) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_gateway(share: pathlib.Path, live_server: Callable[..., LiveServer]) -> Iterator[str]:
+    yield live_server(create_app(share, allow_upload=True)).url
+
+
+def test_uploads_are_refused_without_allow_upload(gateway: str, share: pathlib.Path) -> None:
+    before = tree(share.parent)
+    response = httpx.post(gateway + "/upload/sub", files={"files": ("new.txt", b"new")})
+    assert response.status_code == 403
+    assert "--allow-upload" in response.text
+    assert httpx.get(gateway + "/upload/sub").status_code == 405
+    assert 'action="/upload/' not in httpx.get(gateway + "/").text
+    assert tree(share.parent) == before
+
+
+def test_upload_into_a_folder(open_gateway: str, share: pathlib.Path) -> None:
+    files = [
+        ("files", ("new.txt", b"new\n")),
+        ("files", ("photos/2026/a.jpg", os.urandom(70_000))),  # a browser folder upload
+        ("files", ("empty", b"")),
+    ]
+    response = httpx.post(open_gateway + "/upload/sub", files=files)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["folder"] == "sub"
+    assert [(f["name"], f["size"]) for f in body["files"]] == [
+        ("new.txt", 4),
+        ("photos/2026/a.jpg", 70_000),
+        ("empty", 0),
+    ]
+    for name, data in (file for _, file in files):
+        assert (share / "sub" / name).read_bytes() == data
+    # ... and it is served back
+    assert httpx.get(open_gateway + "/files/sub/photos/2026/a.jpg").content == files[1][1][1]
+    page = httpx.get(open_gateway + "/browse/sub/").text
+    assert 'action="/upload/sub"' in page and ">photos/<" in page
+    # the root takes uploads too
+    assert httpx.post(open_gateway + "/upload/", files={"f": ("top.txt", b"t")}).status_code == 200
+    assert (share / "top.txt").read_bytes() == b"t"
+
+
+def test_a_browser_is_sent_back_to_the_folder(open_gateway: str, share: pathlib.Path) -> None:
+    response = httpx.post(
+        open_gateway + "/upload/sub/deep",
+        files={"files": ("x.txt", b"x")},
+        headers={"Accept": "text/html,application/xhtml+xml"},
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/browse/sub/deep/"
+
+
+UPLOAD_REFUSED = [
+    ("/upload/..", 404),
+    ("/upload/%2e%2e/", 404),
+    ("/upload/sub%2F..%2F..", 404),
+    ("/upload/outdir", 404),  # a link leading out
+    ("/upload/a.txt", 404),  # not a folder
+    ("/upload/fifo", 404),
+    ("/upload/missing", 404),
+]
+
+
+@pytest.mark.parametrize(("target", "status"), UPLOAD_REFUSED)
+def test_uploads_never_land_outside_the_folder(
+    open_gateway: str, share: pathlib.Path, target: str, status: int
+) -> None:
+    before = tree(share.parent)
+    port = httpx.URL(open_gateway).port
+    body = (
+        b"--b\r\nContent-Disposition: form-data; name=f; filename=evil.txt\r\n\r\nevil\r\n--b--\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(
+            f"POST {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+            + b"Content-Type: multipart/form-data; boundary=b\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert int(reply.split(b" ", 2)[1]) == status, reply[:300]
+    assert tree(share.parent) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [("../evil.txt", 400), ("/tmp/evil.txt", 400), ("a.txt", 409), ("sub", 409)],
+)
+def test_an_upload_with_a_bad_name_is_refused_whole(
+    open_gateway: str, share: pathlib.Path, name: str, status: int
+) -> None:
+    before = tree(share.parent)
+    response = httpx.post(
+        open_gateway + "/upload/",
+        files=[("files", ("fine.txt", b"fine")), ("files", (name, b"evil"))],
+    )
+    assert response.status_code == status, response.text
+    assert tree(share.parent) == before  # fine.txt went too
+    assert (share / "a.txt").read_bytes() == b"alpha\n"
+
+
+def test_serve_allow_upload_on_the_command_line(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "box"
+    root.mkdir()
+    for flags, status in (([], 403), (["--allow-upload"], 200)):
+        with subprocess.Popen(
+            [sys.executable, "-m", "multiresp", "serve", str(root), "--port", "0", *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        ) as server:
+            try:
+                assert server.stdout is not None
+                first = server.stdout.readline()
+                match = re.search(r"http://127\.0\.0\.1:\d+/", first)
+                assert match, first
+                if flags:
+                    assert server.stdout.readline().startswith("Uploads allowed into")
+                response = httpx.post(match.group(0) + "upload/", files={"f": ("up.txt", b"up")})
+                assert response.status_code == status, response.text
+            finally:
+                server.send_signal(signal.SIGINT)
+                server.wait(30)
+    assert tree(root) == {"up.txt": b"up"}

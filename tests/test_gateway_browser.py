@@ -3,7 +3,8 @@
 It loads and lists the folder, ticking two checkboxes and pressing the button downloads a zip of
 exactly those two files, a name made of HTML shows as text, and the page fits a phone's width.
 The wide screenshot is saved to docs/gateway.png (the README shows it), the phone one to
-docs/gateway-phone.png.
+docs/gateway-phone.png. With uploads allowed, the page's form uploads picked files and a whole
+folder into the folder shown (docs/gateway-upload.png shows it with four files picked).
 """
 
 from __future__ import annotations
@@ -212,3 +213,51 @@ def test_page_fits_a_phone(
     checkbox(browser, "weights.bin").click()
     assert browser.find_element(By.ID, "total").text == "1 selected · 3.0 MiB"
     browser.get_screenshot_as_file(str(DOCS / "gateway-phone.png"))
+
+
+def test_upload_form_stores_picked_files_and_a_folder(
+    browser: Any,
+    share: pathlib.Path,
+    tmp_path: pathlib.Path,
+    live_server: Callable[..., LiveServer],
+) -> None:
+    picked = tmp_path / "picked"
+    (picked / "run-8" / "masks").mkdir(parents=True)
+    loose = [picked / "notes.txt", picked / "scores.csv"]
+    loose[0].write_text("uploaded from the page\n")
+    loose[1].write_text("a,b\n1,2\n")
+    (picked / "run-8" / "report.json").write_text('{"score": 0.97}\n')
+    (picked / "run-8" / "masks" / "mask-0.png").write_bytes(os.urandom(90_000))
+    url = live_server(create_app(share, allow_upload=True)).url
+    browser.get(url + "/browse/reports/")
+    send = browser.find_element(By.ID, "send")
+    assert not send.is_enabled()  # nothing picked yet
+    browser.find_element(By.ID, "upload-files").send_keys("\n".join(map(str, loose)))
+    browser.find_element(By.ID, "upload-folder").send_keys(str(picked / "run-8"))
+    picked_text = browser.find_element(By.ID, "picked").text
+    assert picked_text.startswith("4 to upload")
+    assert send.is_enabled()
+    browser.get_screenshot_as_file(str(DOCS / "gateway-upload.png"))
+    send.click()
+    wait_for(lambda: "notes.txt" in row_names(browser), "the page to list the uploads")
+    assert browser.current_url == url + "/browse/reports/"
+    assert row_names(browser) == [
+        "run-8/",
+        "notes.txt",
+        "report-0.json",
+        "report-1.json",
+        "report-2.json",
+        "scores.csv",
+    ]
+    reports = share / "reports"
+    assert (reports / "notes.txt").read_bytes() == loose[0].read_bytes()
+    assert (reports / "scores.csv").read_bytes() == loose[1].read_bytes()
+    for inner in ("report.json", "masks/mask-0.png"):
+        assert (reports / "run-8" / inner).read_bytes() == (picked / "run-8" / inner).read_bytes()
+
+
+def test_no_upload_form_without_allow_upload(
+    browser: Any, share: pathlib.Path, live_server: Callable[..., LiveServer]
+) -> None:
+    browser.get(live_server(create_app(share)).url + "/")
+    assert browser.find_elements(By.ID, "upload") == []

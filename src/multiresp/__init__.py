@@ -1,7 +1,8 @@
 """multiresp: many files in one HTTP response, sent and received safely while they stream.
 
-The server's responses are loaded on first use (``multiresp.ZipStreamResponse``), so that a
-client-only program (``import multiresp.client``) never imports Starlette or the read-ahead pump.
+The server's responses and ``receive_files`` are loaded on first use
+(``multiresp.ZipStreamResponse``), so that a client-only program (``import multiresp.client``)
+never imports Starlette or the read-ahead pump.
 """
 
 import importlib
@@ -26,6 +27,7 @@ if typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __geta
     from .responses import ZipResponse as ZipResponse
     from .responses import ZipStreamResponse as ZipStreamResponse
     from .responses import negotiate as negotiate
+    from .uploads import receive_files as receive_files
 
 __version__ = "0.1.0.dev0"
 
@@ -45,6 +47,7 @@ __all__ = (
     "ZipResponse",
     "ZipStreamResponse",
     "negotiate",
+    "receive_files",
     "use_crc_cache",
     "walk",
 )
@@ -56,6 +59,7 @@ _LAZY = {
     "ZipResponse": "responses",
     "ZipStreamResponse": "responses",
     "negotiate": "responses",
+    "receive_files": "uploads",
 }
 
 

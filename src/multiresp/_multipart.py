@@ -908,7 +908,7 @@ class MultipartReader:
             _, name = parse_content_disposition(disposition)
         except ProtocolError as error:
             raise ProtocolError(f"{label}: Content-Disposition {error}") from None
-        if name is None:
+        if not name:  # form-data: a file input left empty sends filename=""
             name = parse_header_params(disposition)[1].get("name")
         if name is None:
             raise ProtocolError(f"{label}: Content-Disposition has neither filename nor name")

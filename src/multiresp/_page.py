@@ -3,9 +3,11 @@
 Plain HTML with a little JavaScript and no build step. The selection is an ordinary
 ``<form method="get">`` whose checkboxes are named ``name``: submitting it asks
 ``/zip/{folder}?name=a&name=b``, with or without JavaScript; the script only adds the total size
-of the selection and "select all". Every name goes through :func:`html.escape` (text and
-attributes) and every URL through :func:`urllib.parse.quote`, so a file called
-``<script>x.txt`` shows as text.
+of the selection and "select all". When uploads are allowed, an ordinary
+``<form method="post" enctype="multipart/form-data">`` above the listing sends the files, or
+the folder, picked into ``/upload/{folder}`` (which sends the browser back here). Every name
+goes through :func:`html.escape` (text and attributes) and every URL through
+:func:`urllib.parse.quote`, so a file called ``<script>x.txt`` shows as text.
 """
 
 from __future__ import annotations
@@ -75,7 +77,9 @@ def _row(base: str, folder: str, row: Row) -> str:
     )
 
 
-def render_page(*, base: str, root_name: str, folder: str, rows: list[Row]) -> str:
+def render_page(
+    *, base: str, root_name: str, folder: str, rows: list[Row], upload: bool = False
+) -> str:
     """The page of ``folder`` (relative to the root; ``""`` for the root itself).
 
     Args:
@@ -83,6 +87,7 @@ def render_page(*, base: str, root_name: str, folder: str, rows: list[Row]) -> s
         root_name: The served folder's own name, shown as the first crumb.
         folder: The folder shown, relative to the root.
         rows: Its files and folders, in the order to show them.
+        upload: Show the form that uploads files or a folder into ``folder``.
     """
     total = sum(row.size for row in rows)
     files = sum(row.files for row in rows)
@@ -98,6 +103,7 @@ def render_page(*, base: str, root_name: str, folder: str, rows: list[Row]) -> s
         summary=html.escape(f"{files} file{'s' if files != 1 else ''}, {human_bytes(total)}"),
         action=_url(base, "zip", folder),
         rows=body,
+        upload=_UPLOAD_FORM.format(action=_url(base, "upload", folder)) if upload else "",
         file_icon=_FILE_ICON,
         folder_icon=_FOLDER_ICON,
     )
@@ -112,6 +118,17 @@ _FOLDER_ICON = _SVG + (
     "%3Cpath fill='%23e0a526' d='M1 3.5C1 2.7 1.7 2 2.5 2h3.6l1.6 1.6h5.8c.8 0 1.5.7 "
     "1.5 1.5v7.4c0 .8-.7 1.5-1.5 1.5h-11C1.7 14 1 13.3 1 12.5z'/%3E%3C/svg%3E"
 )
+
+
+_UPLOAD_FORM = """<form id="upload" class="upload" method="post" enctype="multipart/form-data"
+ action="{action}">
+<span class="label">Upload here</span>
+<label class="choose">Files<input type="file" name="files" id="upload-files" multiple></label>
+<label class="choose">A folder<input type="file" name="files" id="upload-folder"
+ webkitdirectory></label>
+<span id="picked" class="picked"></span>
+<button type="submit" id="send">Upload</button>
+</form>"""
 
 
 _TEMPLATE = """<!doctype html>
@@ -166,6 +183,16 @@ tbody tr:hover {{ background: var(--panel); }}
 button {{ font: inherit; font-weight: 600; color: #fff; background: var(--accent); border: 0;
   border-radius: .4rem; padding: .55rem 1.1rem; cursor: pointer; }}
 button:disabled {{ opacity: .45; cursor: default; }}
+.upload {{ display: flex; flex-wrap: wrap; gap: .5rem .75rem; align-items: center;
+  margin-top: .75rem; padding: .6rem .75rem; background: var(--panel);
+  border: 1px dashed var(--line); border-radius: .5rem; }}
+.upload .label {{ font-weight: 600; }}
+.choose {{ position: relative; overflow: hidden; border: 1px solid var(--line);
+  border-radius: 999px; padding: .2rem .8rem; cursor: pointer; background: var(--bg); }}
+.choose:hover, .choose:focus-within {{ border-color: var(--accent); }}
+.choose input {{ position: absolute; inset: 0; opacity: 0; cursor: pointer; }}
+.picked {{ color: var(--muted); flex: 1; overflow-wrap: anywhere; }}
+.upload button {{ padding: .35rem 1rem; }}
 @media (max-width: 40rem) {{
   body {{ font-size: 16px; }}
   main {{ padding: .75rem .6rem 5.5rem; }}
@@ -186,6 +213,7 @@ button:disabled {{ opacity: .45; cursor: default; }}
 <a href="{zip}" title="this whole folder as one zip">zip</a>
 <a href="{multipart}" title="this whole folder as multipart/mixed">multipart</a></div>
 </header>
+{upload}
 <form id="pick" method="get" action="{action}">
 <table>
 <thead><tr><th class="pick"><input type="checkbox" id="all" aria-label="select all"></th>
@@ -228,6 +256,27 @@ button:disabled {{ opacity: .45; cursor: default; }}
   }});
   form.addEventListener("change", update);
   update();
+  var upload = document.getElementById("upload");
+  if (upload) {{
+    var inputs = upload.querySelectorAll('input[type="file"]');
+    var picked = document.getElementById("picked");
+    var send = document.getElementById("send");
+    var showPicked = function () {{
+      var count = 0, bytes = 0;
+      inputs.forEach(function (input) {{
+        Array.prototype.forEach.call(input.files, function (file) {{
+          count++; bytes += file.size;
+        }});
+      }});
+      picked.textContent = count ? count + " to upload \u00b7 " + human(bytes) : "";
+      send.disabled = !count;
+    }};
+    upload.addEventListener("change", showPicked);
+    upload.addEventListener("submit", function () {{
+      send.disabled = true; send.textContent = "Uploading\u2026";
+    }});
+    showPicked();
+  }}
 }})();
 </script>
 </body>

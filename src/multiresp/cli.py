@@ -2,7 +2,7 @@
 
 ::
 
-    multiresp serve DIR [--host 127.0.0.1] [--port 8000]
+    multiresp serve DIR [--host 127.0.0.1] [--port 8000] [--allow-upload]
     multiresp get URL [-o DIR] [--format zip|multipart] [--no-progress]
     multiresp put URL PATH... [--field files] [--no-progress]
 
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "put":
         return _put(args.url, args.paths, field=args.field, progress=not args.no_progress)
     if args.command == "serve":
-        return _serve(args.dir, host=args.host, port=args.port)
+        return _serve(args.dir, host=args.host, port=args.port, allow_upload=args.allow_upload)
     return _get(args.url, args.output, fmt=args.format, progress=not args.no_progress)
 
 
@@ -66,12 +66,19 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="serve a folder: a browsable page, and any selection as zip or multipart",
         description="Serve DIR: GET / is a page listing it; /zip/PATH, /multipart/PATH and "
-        "/files/PATH download from it. Nothing outside DIR is served.",
+        "/files/PATH download from it; with --allow-upload, POST /upload/PATH stores "
+        "multipart/form-data uploads into it. Nothing outside DIR is served or written.",
     )
     serve.add_argument("dir", metavar="DIR", type=pathlib.Path, help="the folder to serve")
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"default {DEFAULT_HOST}")
     serve.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 picks one"
+    )
+    serve.add_argument(
+        "--allow-upload",
+        action="store_true",
+        help="accept uploads into DIR (POST /upload/PATH, and a form on the page); an upload "
+        "never replaces a file",
     )
     get = commands.add_parser(
         "get",
@@ -101,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 # -- serve ---------------------------------------------------------------------------------
 
 
-def _serve(root: pathlib.Path, *, host: str, port: int) -> int:
+def _serve(root: pathlib.Path, *, host: str, port: int, allow_upload: bool = False) -> int:
     try:
         import uvicorn
     except ImportError:
@@ -109,7 +116,7 @@ def _serve(root: pathlib.Path, *, host: str, port: int) -> int:
     from .gateway import create_app
 
     try:
-        app = create_app(root)
+        app = create_app(root, allow_upload=allow_upload)
         sock = _listen(host, port)
     except OSError as exc:
         return _fail("serve", str(exc))
@@ -121,6 +128,8 @@ def _serve(root: pathlib.Path, *, host: str, port: int) -> int:
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"Serving {root.resolve()} at http://{shown}:{bound_port}/  (Ctrl-C to stop)", flush=True)
+    if allow_upload:
+        print(f"Uploads allowed into {root.resolve()}", flush=True)
     config = uvicorn.Config(
         app,
         log_level="warning",

@@ -12,7 +12,11 @@ Routes (``{path}`` is relative to the folder; ``GET /zip/`` is all of it):
 - ``GET /`` and ``GET /browse/{path}``: the HTML page of a folder;
 - ``GET /zip/{path}``: a streaming zip of that file or folder, or with repeated ``?name=``
   of those names inside it; ``GET /multipart/{path}``: the same as ``multipart/mixed``;
-- ``GET /files/{path}``: one file, with ``Range``, as Starlette's ``FileResponse`` serves it.
+- ``GET /files/{path}``: one file, with ``Range``, as Starlette's ``FileResponse`` serves it;
+- ``POST /upload/{path}``: a ``multipart/form-data`` upload into that folder, through
+  :func:`~multiresp.receive_files` (all or nothing; no file replaced), only when the app was
+  made with ``allow_upload=True``, else 403. A browser (``Accept: text/html``) is sent back to
+  the folder's page (303); other clients get the saved files as JSON.
 
 Every path from a request, in the URL or in ``?name=``, goes through :meth:`_Gateway.resolve`,
 the one place that maps request paths to the disk: nothing outside the folder (``..``, absolute
@@ -30,6 +34,7 @@ import pathlib
 import posixpath
 import stat
 import time
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
@@ -37,16 +42,17 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._entries import Entry, walk
-from ._errors import UnsafeNameError
+from ._errors import MultirespError, UnsafeNameError
 from ._names import check_name
 from ._page import Row, render_page
 from ._progress import human_bytes
 from .responses import MultipartResponse, ZipStreamResponse
+from .uploads import error_response, receive_files
 
 __all__ = ("create_app",)
 
@@ -55,11 +61,13 @@ logger = logging.getLogger("multiresp.gateway")
 _ENCODED_SEPARATORS = (b"%2f", b"%5c", b"%00")  # an encoded "/", "\" or NUL in the raw path
 
 
-def create_app(root: str | os.PathLike[str]) -> Starlette:
+def create_app(root: str | os.PathLike[str], *, allow_upload: bool = False) -> Starlette:
     """The gateway over ``root`` as a Starlette app, to run under any ASGI server or mount.
 
     Args:
-        root: The folder to serve. Nothing outside it is ever served.
+        root: The folder to serve. Nothing outside it is ever served or written.
+        allow_upload: Accept uploads into its folders (``POST /upload/{path}``), and show an
+            upload form on the page.
 
     Returns:
         The app. Its access log goes to the ``multiresp.gateway`` logger.
@@ -67,13 +75,14 @@ def create_app(root: str | os.PathLike[str]) -> Starlette:
     Raises:
         NotADirectoryError: ``root`` is not a folder.
     """
-    gateway = _Gateway(pathlib.Path(root))
+    gateway = _Gateway(pathlib.Path(root), allow_upload=allow_upload)
     routes = [
         Route("/", gateway.page, name="page"),
         Route("/browse/{path:path}", gateway.page, name="browse"),
         Route("/zip/{path:path}", gateway.zip, name="zip"),
         Route("/multipart/{path:path}", gateway.multipart, name="multipart"),
         Route("/files/{path:path}", gateway.file, name="files"),
+        Route("/upload/{path:path}", gateway.upload, methods=["POST"], name="upload"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(_AccessLog)])
 
@@ -88,10 +97,11 @@ class _Found:
 
 
 class _Gateway:
-    def __init__(self, root: pathlib.Path) -> None:
+    def __init__(self, root: pathlib.Path, *, allow_upload: bool) -> None:
         if not root.is_dir():
             raise NotADirectoryError(f"{root}: not a directory")
         self.root = pathlib.Path(os.path.realpath(root))
+        self.allow_upload = allow_upload
 
     def resolve(self, relative: str) -> _Found:
         """Map a path relative to the root onto the disk, or refuse it with 404.
@@ -178,7 +188,34 @@ class _Gateway:
         rows = await anyio.to_thread.run_sync(self.listing, found)
         base = request.scope.get("root_path", "")
         return HTMLResponse(
-            render_page(base=base, root_name=self.root.name, folder=found.relative, rows=rows)
+            render_page(
+                base=base,
+                root_name=self.root.name,
+                folder=found.relative,
+                rows=rows,
+                upload=self.allow_upload,
+            )
+        )
+
+    async def upload(self, request: Request) -> Response:
+        if not self.allow_upload:
+            raise HTTPException(403, "uploads are off: start the gateway with --allow-upload")
+        found = await anyio.to_thread.run_sync(self.target, request)
+        if not found.is_dir:
+            raise HTTPException(404)
+        try:
+            saved = await receive_files(request, found.path)
+        except MultirespError as exc:  # 413, 409 or 400, with what was wrong
+            return await error_response(request, exc)
+        if "text/html" in request.headers.get("accept", ""):
+            base = request.scope.get("root_path", "")
+            folder = quote(found.relative, safe="/")
+            return RedirectResponse(f"{base}/browse/{folder}/" if folder else f"{base}/", 303)
+        return JSONResponse(
+            {
+                "folder": found.relative,
+                "files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in saved],
+            }
         )
 
     def listing(self, found: _Found) -> list[Row]:
