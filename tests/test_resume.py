@@ -409,6 +409,53 @@ def test_download_resumes_multiresp_responses_through_a_cutting_proxy(
     check_resumed(proxy, cuts, etag)
 
 
+@pytest.mark.parametrize(
+    "kind", ["zip", "multipart"], ids=["ZipStreamResponse", "MultipartResponse"]
+)
+def test_no_splice_from_multiresp_responses_when_a_file_changed(
+    live_server: Callable[..., LiveServer], tmp_path: pathlib.Path, kind: str
+) -> None:
+    """A folder served from disk whose file is rewritten between attempts (same size): the
+    server's ETag changes with the mtime, its If-Range check sends the whole new body, and the
+    client refuses it rather than splice two versions."""
+    from multiresp import walk
+    from multiresp.responses import MultipartResponse, ZipStreamResponse
+
+    root = tmp_path / "served"
+    for name, data in FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+
+    async def serve(request: Request) -> Response:
+        entries = walk(root)
+        if kind == "zip":
+            return ZipStreamResponse(entries, compression="store")
+        return MultipartResponse(entries)
+
+    server = live_server(Starlette(routes=[Route("/files", serve)]))
+    changed = sample(2)
+
+    def change(index: int) -> None:
+        (root / "big/one.bin").write_bytes(changed["big/one.bin"])
+        stat = (root / "big/one.bin").stat()
+        os.utime(root / "big/one.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+
+    dest = tmp_path / "dest"
+    with (
+        CuttingProxy(server.port, [900_000], on_cut=change) as proxy,
+        pytest.raises(ProtocolError, match="answered 200") as caught,
+    ):
+        download(f"{proxy.url}/files", dest)
+    assert proxy.ranges == [None, "bytes=900000-"]
+    assert proxy.exchanges[1].if_range is not None
+    assert caught.value.entry is not None
+    # Whatever was verified before the change is whole and from the first version; no file is
+    # made of two versions and no temporary file stays.
+    for name, data in tree(dest).items():
+        assert data == FILES[name], name
+    assert temp_files(dest) == []
+
+
 # -- (5) the command line resumes too ----------------------------------------------------------
 
 
