@@ -17,8 +17,9 @@ import zlib
 from collections.abc import Callable
 
 from multiresp._crccache import STORE_ENTRIES, CrcCache
+from multiresp._filecrc import CRC_PIECE
 from multiresp._fs import PathSource
-from multiresp._pump import CRC_PIECE, READ_BLOCK
+from multiresp._pace import READ_BLOCK
 
 LATE = 1 << 62  # a read start after every fake source's times: each counts as settled
 

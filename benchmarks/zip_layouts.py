@@ -25,10 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from multiresp import Entry
+from multiresp import Entry, _filecrc, _pace, _rangereader
 from multiresp import _pump as pump
+from multiresp._crccache import CrcCache
+from multiresp._encoders import _ZipEncoder
 from multiresp._zipwriter import zip_size
-from multiresp.responses import ZipStreamResponse, _ZipEncoder
+from multiresp.responses import ZipStreamResponse
 
 DATA = pathlib.Path(os.environ.get("LAYOUT_DATA", tempfile.gettempdir())) / "multiresp-layouts"
 
@@ -47,7 +49,7 @@ class _DescriptorResponse(ZipStreamResponse):
         size = zip_size(_ZipEncoder.info(e, None) for e in entries)
         self._set_header("content-length", str(size))
         await self._start(send)
-        pace = pump.Pace()
+        pace = _pace.Pace()
         body = pump.Pump(entries, _DescriptorEncoder("store", None), pace).batches()
         await self._send_body(scope, receive, send, body, pace=pace, transfer=transfer)
 
@@ -56,7 +58,9 @@ def app() -> Starlette:
     files = sorted(DATA.glob("*.bin"))
 
     async def crc_cold(request: Request) -> Response:
-        pump.crc_cache = pump._CrcCache()
+        cold = CrcCache()
+        for reader in (pump, _filecrc, _rangereader):  # each binds the shared cache
+            reader.crc_cache = cold
         return ZipStreamResponse(files)
 
     async def crc_warm(request: Request) -> Response:

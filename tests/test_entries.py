@@ -140,8 +140,8 @@ def test_walk_clamps_dates_datetime_cannot_hold(tmpfs: pathlib.Path) -> None:
 
 
 def _zip_body(entries: list[Entry]) -> list[bytes]:
+    from multiresp._encoders import _ZipEncoder
     from multiresp._pump import Pump
-    from multiresp.responses import _ZipEncoder
 
     async def collect() -> list[bytes]:
         pieces: list[bytes] = []

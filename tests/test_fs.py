@@ -8,18 +8,29 @@ import os
 import pathlib
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from multiresp import Entry, IntegrityError, _fs, _pump, walk
+from multiresp import (
+    Entry,
+    IntegrityError,
+    _filecrc,
+    _filereads,
+    _fs,
+    _pace,
+    _pump,
+    _rangereader,
+    walk,
+)
+from multiresp._crccache import CrcCache
 from multiresp._entries import PathSource
 
 from conftest import IN_CI
 
 SMALL = b"listed content\n"
 SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- not to be sent\n"
-BIG = _pump.READ_BLOCK + 12_345  # read in blocks, its CRC computed ahead
+BIG = _pace.READ_BLOCK + 12_345  # read in blocks, its CRC computed ahead
 
 
 @pytest.fixture(params=["openat2", "segments"])
@@ -60,19 +71,19 @@ def read(entry: Entry) -> bytes:
     """The entry's bytes as the pump reads them (small files whole, large ones by blocks)."""
     source = entry.source
     assert isinstance(source, PathSource)
-    if source.size <= _pump.READ_BLOCK:
-        return _pump._small_file(entry, source)
+    if source.size <= _pace.READ_BLOCK:
+        return _filereads._small_file(entry, source)
     fd = _fs.open_source(source, entry.name)
     with open(fd, "rb", buffering=0) as f:
         data = f.read()
-        _pump._check_unchanged(entry, source, f)  # type: ignore[arg-type]
+        _filereads._check_unchanged(entry, source, f)  # type: ignore[arg-type]
     return data
 
 
 def crc(entry: Entry) -> int:
     """The entry's CRC as the CRC-ahead pool computes it."""
     assert isinstance(entry.source, PathSource)
-    return _pump._path_crc(entry, entry.source, threading.Event())
+    return _filecrc._path_crc(entry, entry.source, threading.Event())
 
 
 READERS: list[Callable[[Entry], object]] = [read, crc]
@@ -233,7 +244,7 @@ def test_an_in_place_rewrite_that_restores_size_and_mtime_is_seen(root: pathlib.
     with pytest.raises(IntegrityError, match="ctime"):
         read(before)
     after = by_name(walk(root))["sub/big.bin"]
-    assert _pump.crc_cache.get(after.source) is None  # type: ignore[arg-type]
+    assert _filecrc.crc_cache.get(after.source) is None  # type: ignore[arg-type]
     assert crc(after) != old_crc
 
 
@@ -244,13 +255,16 @@ def test_scan_needs_no_recursion(tmp_path: pathlib.Path) -> None:
     assert found == ["", *("d/" * n for n in range(1, 51))]
 
 
+# The modules that read the shared CRC cache: each binds it at import.
+CRC_CACHE_READERS = (_pump, _filecrc, _rangereader)
+
+
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
+def _fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts with an empty CRC cache (inode numbers are reused across tests)."""
-    saved = _pump.crc_cache
-    _pump.crc_cache = _pump._CrcCache()
-    yield
-    _pump.crc_cache = saved
+    fresh = CrcCache()
+    for module in CRC_CACHE_READERS:
+        monkeypatch.setattr(module, "crc_cache", fresh)
 
 
 def test_a_file_or_folder_gone_is_an_integrity_error(opener: str, root: pathlib.Path) -> None:

@@ -193,6 +193,7 @@ def test_the_client_does_not_load_the_server() -> None:
     assert not [m for m in loaded if m.startswith("starlette")]
     assert "multiresp.responses" not in loaded
     assert "multiresp._pump" not in loaded
+    assert "multiresp._filecrc" not in loaded  # its CRC thread pool is made at import
 
 
 def test_the_server_names_load_on_first_use() -> None:

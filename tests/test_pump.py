@@ -16,8 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from multiresp import Entry
-from multiresp._pump import MIN_BLOCK, READ_BLOCK, SHARED_BUDGET, Pace, Pump, _BlockingWork
-from multiresp.responses import _ZipEncoder, predict_zip_size
+from multiresp._encoders import _ZipEncoder
+from multiresp._pace import MIN_BLOCK, READ_BLOCK, SHARED_BUDGET, Pace
+from multiresp._pump import Pump, _BlockingWork
+from multiresp._validators import predict_zip_size
 
 KINDS = ["path", "bytes", "iter", "aiter", "iter-sized", "aiter-sized"]
 
@@ -142,7 +144,7 @@ def test_crcs_of_upcoming_files_are_computed_ahead(
         path.write_bytes(bytes([i]) * (READ_BLOCK + 1000 * i + 1))
         entries.append(Entry.from_path(path))
     computed_ahead = []
-    original = pump._path_crc
+    original = pump._path_crc  # the pump's look-ahead submits the name it imported
 
     def spy(entry: Entry, source: pump.PathSource, stop: object) -> int:
         computed_ahead.append(entry.name)
@@ -163,9 +165,9 @@ def test_crcs_of_upcoming_files_are_computed_ahead(
 
 
 def test_an_entry_end_joins_the_next_header(tmp_path: pathlib.Path) -> None:
+    from multiresp._encoders import _MultipartEncoder
+    from multiresp._filereads import COALESCE_BELOW, SEND_PIECE
     from multiresp._multipart import MultipartWriter
-    from multiresp._pump import COALESCE_BELOW, SEND_PIECE
-    from multiresp.responses import _MultipartEncoder
 
     entries = []
     for i in range(3):

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from multiresp import Entry, walk
-from multiresp._pump import READ_BLOCK
+from multiresp._pace import READ_BLOCK
 from multiresp.responses import MultipartResponse, ZipStreamResponse
 
 from conftest import LiveServer, require_tool

@@ -12,21 +12,22 @@ A :class:`Pump` walks the entries and feeds an :class:`Encoder`:
   (deflate) runs in a thread.
 
 The block is ``READ_BLOCK`` for a client that keeps up and shrinks for a slow one (see
-:class:`Pace`). The hops run on the pump's own one-thread limiter, not anyio's shared default
-one, and are abandoned when the response is cancelled, so a source that hangs costs its
-thread and nothing else. :meth:`Pump.batches` yields the output of one hop at a time, so
-that the response can read the next batch while it sends this one.
+:class:`~multiresp._pace.Pace`). The hops run on the pump's own one-thread limiter, not anyio's
+shared default one, and are abandoned when the response is cancelled, so a source that hangs
+costs its thread and nothing else. :meth:`Pump.batches` yields the output of one hop at a time,
+so that the response can read the next batch while it sends this one.
 
 Where the encoder wants a file's CRC-32 before its header (zip layout 1), a small file (up to
-a block) is read once, its CRC taken from the same read. A larger file is read once
-ahead for its CRC (in ``_crc_pool``, through one reused 1 MiB buffer, while the file before it
-is sent) and again to be sent, unless the CRC cache already knows that (device, inode, size,
-mtime). Holding a whole large file until its CRC is known reads each byte once but was slower
-(1 GiB of 16 MiB files in 0.70 s against 0.49 s on a quiet machine): every held file is fresh
-memory that malloc gives back to the kernel once sent, and faults in again, page by page, for
-the next. A file whose size or mtime differs from its entry's when it is
-opened or when its last block is read aborts the transfer: the archive must not carry a CRC
-or size that its bytes belie.
+a block) is read once, its CRC taken from the same read. A larger file is read once ahead for
+its CRC (in ``_crc_pool`` of :mod:`multiresp._filecrc`, through one reused 1 MiB buffer, while
+the file before it is sent) and again to be sent, unless the CRC cache already knows that
+(device, inode, size, mtime). Holding a whole large file until its CRC is known reads each byte
+once but was slower (1 GiB of 16 MiB files in 0.70 s against 0.49 s on a quiet machine): every
+held file is fresh memory that malloc gives back to the kernel once sent, and faults in again,
+page by page, for the next. A file whose size or mtime differs from its entry's when it is
+opened or when its last block is read aborts the transfer (:mod:`multiresp._filereads`): the
+archive must not carry a CRC or size that its bytes belie. A range of a planned body is read
+by :class:`~multiresp._rangereader.RangeReader` instead.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
-import os
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
@@ -44,37 +44,19 @@ import anyio
 import anyio.to_thread
 
 from . import _fs
-from ._crccache import CrcCache as _CrcCache  # noqa: F401 - tests and benchmarks reset it
 from ._crccache import crc_cache
 from ._entries import AsyncIterSource, BytesSource, Entry, IterSource, PathSource
-from ._errors import IntegrityError, UnsafeNameError
-from ._plan import MultipartPlan, Piece, ZipPlan
+from ._errors import UnsafeNameError
+from ._filecrc import _crc_of, _crc_pool, _path_crc, file_crc_from
+from ._filereads import COALESCE_BELOW, _check_unchanged, _read_pieces, _small_file, coalesce
+from ._pace import READ_BLOCK, Pace
 from ._zipformat import crc32
 
 T = TypeVar("T")
 
-READ_BLOCK = 4 << 20  # bytes read from a file per thread hop
-# Bytes per read and per send of a large file. On asyncio, the part of a send that the socket
-# does not take at once is copied twice (a slice, then the transport's buffer): back-to-back
-# 4 MiB sends, as large as the socket's whole send buffer here, had up to half their bytes
-# copied. Pieces of 1 MiB made malloc give memory back and fault it in again, page by page,
-# in some patterns of allocation; 2 MiB did not.
-SEND_PIECE = 2 << 20
-CRC_PIECE = 1 << 20  # bytes read per CRC step of a file read only for its CRC (fits in L2)
 LOOK_AHEAD_ENTRIES = 16  # pending entries searched for the next files to CRC ahead
 SEND_TARGET = 1 << 20  # bytes of output gathered before a send (small files, headers)
-COALESCE_BELOW = 256 << 10  # pieces smaller than this are joined; larger ones sent as they are
 CRC_AHEAD_FILES = 2  # large files whose CRC is computed ahead, beside the one being sent
-# A connection's reads follow its client's pace (see Pace): a hop reads between MIN_BLOCK and
-# READ_BLOCK bytes, about PACE_SECONDS of what the client took per second.
-MIN_BLOCK = 128 << 10  # bytes read per hop for a slow client
-FIRST_BLOCK = 256 << 10  # bytes read per hop at the start of a body
-PACE_SECONDS = 0.05  # seconds of the client's measured rate read per hop
-PROVEN_SHARE = 1 / 4  # a hop reads at most this share of what the client has taken so far
-SHARED_BUDGET = 32 << 20  # bytes per hop shared by all bodies being sent in the process
-
-# CRCs of upcoming files are computed here, beside the thread that reads what is being sent.
-_crc_pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="mr-crc")
 
 
 class Encoder(Protocol):
@@ -114,125 +96,6 @@ def _crc_first(encoder: Encoder) -> CrcFirst:
 
 def _never(entry: Entry, sample: bytes | None) -> bool:
     return False
-
-
-class Pace:
-    """How much one hop reads for one connection, following how fast its client takes it.
-
-    A body starts with ``FIRST_BLOCK`` per hop. The block grows (doubling per batch) while the
-    client takes batches quickly, but never past ``PROVEN_SHARE`` of the bytes it took so far:
-    the kernel's socket buffers swallow the first few MiB of any client, slow or fast, and
-    only what comes after shows its pace. Once sends block, a hop reads about
-    ``PACE_SECONDS`` of the client's measured rate. The bodies being sent in the process to
-    clients that keep up share ``SHARED_BUDGET``: with many at once, each reads less per hop
-    (the CPU, not the hop, is then what limits them). Reading ahead (the next batch while this
-    one is sent) happens only while the client keeps up, so a slow client holds about one
-    small block of the server's memory, and a fast one keeps ``READ_BLOCK`` hops and the
-    overlap of reading with sending.
-
-    Use it as a context manager around the body, so that it counts as active meanwhile.
-    """
-
-    # Bodies being sent in this process whose clients keep up: they share SHARED_BUDGET (a
-    # slow client's small blocks leave the others their share). Locked: servers may run
-    # event loops in several threads of one process.
-    active = 0
-    _count_lock = threading.Lock()
-
-    def __init__(self) -> None:
-        self._block = FIRST_BLOCK
-        self._taken = 0
-        self._keeping_up = True
-
-    def __enter__(self) -> Pace:
-        self._count(1)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._keeping_up:
-            self._count(-1)
-
-    @classmethod
-    def _count(cls, change: int) -> None:
-        with cls._count_lock:
-            cls.active += change
-
-    @property
-    def block(self) -> int:
-        """Source bytes to read in the next hop."""
-        share = max(MIN_BLOCK, SHARED_BUDGET // max(Pace.active, 1))
-        return min(self._block, share)
-
-    @property
-    def full(self) -> bool:
-        """True while the client keeps up with reads of ``READ_BLOCK``."""
-        return self.block >= READ_BLOCK
-
-    @property
-    def ahead(self) -> bool:
-        """True when the next batch may be read while this one is sent: the client took the
-        last batch quickly, and the process is not sharing its budget among many bodies."""
-        return self._keeping_up and self.block >= self._block
-
-    def sent(self, size: int, seconds: float) -> None:
-        """Record that ``size`` bytes took ``seconds`` inside the server's ``send``."""
-        if not size:
-            return
-        self._taken += size
-        wanted = size / max(seconds, 1e-6) * PACE_SECONDS
-        keeping_up = wanted >= self._block
-        if keeping_up != self._keeping_up:
-            self._count(1 if keeping_up else -1)
-        self._keeping_up = keeping_up
-        if keeping_up:
-            proven = max(MIN_BLOCK, int(self._taken * PROVEN_SHARE))
-            self._block = min(self._block * 2, READ_BLOCK, max(proven, self._block))
-        else:
-            self._block = max(MIN_BLOCK, min(self._block, int(wanted)))
-
-
-def _changed(entry: Entry, source: PathSource) -> IntegrityError:
-    return _fs.changed(source, entry.name, "changed while it was read (size check)")
-
-
-def _check_unchanged(entry: Entry, source: PathSource, f: BinaryIO) -> None:
-    _fs.check(source, entry.name, os.fstat(f.fileno()))
-
-
-def _small_file(entry: Entry, source: PathSource) -> bytes:
-    """A whole small file in one read, checked against its entry: the per-file hot path
-    (plain descriptors, no file object; one stat before the read, one after)."""
-    fd = _fs.open_source(source, entry.name)
-    try:
-        data = os.read(fd, source.size + 1)  # one byte more shows a file that grew
-        while len(data) < source.size:
-            more = os.read(fd, source.size + 1 - len(data))
-            if not more:
-                break
-            data += more
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    _fs.check(source, entry.name, st)
-    if len(data) != source.size:
-        raise _changed(entry, source)
-    return data
-
-
-def _read_exact(f: BinaryIO, size: int, entry: Entry, source: PathSource) -> bytes:
-    data = f.read(size)
-    while len(data) < size:
-        more = f.read(size - len(data))
-        if not more:
-            raise _changed(entry, source)
-        data += more
-    return data
-
-
-def _read_pieces(f: BinaryIO, size: int, entry: Entry, source: PathSource) -> list[bytes]:
-    """The next ``size`` bytes of ``f`` as pieces of ``SEND_PIECE`` bytes."""
-    piece = SEND_PIECE
-    return [_read_exact(f, min(piece, size - at), entry, source) for at in range(0, size, piece)]
 
 
 class _BlockingWork:
@@ -425,54 +288,6 @@ class _BlockingWork:
         return out
 
 
-def file_crc_from(f: BinaryIO, size: int, crc: int, stop: threading.Event | None = None) -> int:
-    """Continue ``crc`` over the next ``size`` bytes of ``f`` (until ``stop`` is set)."""
-    buffer = bytearray(min(CRC_PIECE, max(size, 1)))
-    view = memoryview(buffer)
-    left = size
-    while left and not (stop is not None and stop.is_set()):
-        n = f.readinto(view[: min(left, len(buffer))])  # type: ignore[attr-defined]
-        if not n:
-            break
-        crc = crc32(view[:n], crc)  # type: ignore[arg-type]
-        left -= n
-    return crc
-
-
-def _crc_of(pieces: list[bytes], crc: int) -> int:
-    for piece in pieces:
-        crc = crc32(piece, crc)
-    return crc
-
-
-def _path_crc(entry: Entry, source: PathSource, stop: threading.Event) -> int:
-    """The CRC-32 of a whole file, checked against its entry's size and mtime; cached."""
-    with open(_fs.open_source(source, entry.name), "rb", buffering=0) as f:
-        crc = file_crc_from(f, source.size, 0, stop)
-        if stop.is_set():
-            raise RuntimeError("cancelled")
-        _check_unchanged(entry, source, f)
-    crc_cache.put(source, crc)
-    return crc
-
-
-def coalesce(pieces: list[bytes]) -> list[bytes]:
-    """Join runs of small pieces into one; pass large pieces through without a copy."""
-    out: list[bytes] = []
-    run: list[bytes] = []
-    for piece in pieces:
-        if len(piece) >= COALESCE_BELOW:
-            if run:
-                out.append(b"".join(run))
-                run = []
-            out.append(piece)
-        elif piece:
-            run.append(piece)
-    if run:
-        out.append(b"".join(run))
-    return out
-
-
 def _as_bytes(chunk: object, entry: Entry | None) -> bytes:
     if isinstance(chunk, bytes):
         return chunk
@@ -606,139 +421,3 @@ def _encode(encoder: Encoder, prefix: list[bytes], raw: list[bytes], last: bool)
     if last:
         out.append(encoder.end())
     return b"".join(out)
-
-
-class RangeReader:
-    """Reads bytes ``[start, stop)`` of a planned body: only what they overlap.
-
-    The plan (:mod:`multiresp._plan`) says which segments the range covers. Fixed bytes come
-    from the plan; a source's bytes are read from the right offset (a file is opened through
-    :func:`multiresp._fs.open_source`, then seeked); a zip record that carries a CRC gets it
-    from the CRC cache, or reads its entry whole once to compute it (and caches it). A file
-    that changed since it was listed aborts the transfer, as in the pump.
-
-    :meth:`step` runs in a worker thread, one hop at a time; :meth:`close` releases the open
-    file and stops a CRC being computed.
-    """
-
-    def __init__(self, plan: ZipPlan | MultipartPlan, entries: list[Entry]) -> None:
-        self._plan = plan
-        self._entries = entries
-        self._crcs: dict[int, int] = {}
-        self._pieces: Iterator[Piece] = iter(())
-        self._open: tuple[int, int] | None = None  # (entry index, descriptor)
-        self._partial: tuple[Piece, int] | None = None  # a piece and how much of it was read
-        self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards _running against close()
-        self._running = False
-        self.current: str | None = None
-
-    def select(self, start: int, stop: int) -> None:
-        """Read bytes ``[start, stop)`` next."""
-        self._pieces = self._plan.pieces(start, stop)
-        self._partial = None
-
-    def close(self) -> None:
-        """Release the open file; stop a CRC computation. A step still running in a thread
-        the response abandoned releases the file itself when it returns."""
-        self._stop.set()
-        with self._lock:
-            if not self._running:
-                self._close_file()
-
-    def _close_file(self) -> None:
-        if self._open is not None:
-            os.close(self._open[1])
-            self._open = None
-
-    def step(self, block: int = READ_BLOCK) -> list[bytes]:
-        """About ``block`` bytes of the selected range, in pieces of at most ``SEND_PIECE``
-        (small ones joined), or [] at its end."""
-        with self._lock:
-            if self._stop.is_set():
-                self._close_file()
-                return []
-            self._running = True
-        try:
-            return self._step(block)
-        finally:
-            with self._lock:
-                self._running = False
-                if self._stop.is_set():
-                    self._close_file()
-
-    def _step(self, block: int) -> list[bytes]:
-        out: list[bytes] = []
-        size = 0
-        budget = max(block, 1)
-        while size < budget and not self._stop.is_set():
-            if self._partial is not None:
-                piece, done = self._partial
-            else:
-                next_piece = next(self._pieces, None)
-                if next_piece is None:
-                    break
-                piece, done = next_piece, 0
-            data = self._read(piece, done, min(budget - size, SEND_PIECE))
-            done += len(data)
-            self._partial = (piece, done) if done < piece.length else None
-            out.append(data)
-            size += len(data)
-        return coalesce(out)
-
-    def _read(self, piece: Piece, done: int, most: int) -> bytes:
-        segment = piece.segment
-        start = piece.skip + done
-        length = min(piece.length - done, most)
-        if segment.kind == "bytes":
-            return segment.payload[start : start + length]
-        entry = self._entries[segment.index]
-        self.current = entry.name
-        if segment.kind in ("local", "central"):
-            assert isinstance(self._plan, ZipPlan)
-            record = self._plan.record(segment, self._crc(segment.index))
-            return record[start : start + length]
-        source = entry.source
-        if isinstance(source, BytesSource):
-            return source.data[start : start + length]
-        if not isinstance(source, PathSource):
-            raise TypeError(f"entry {entry.name!r}: its source cannot be read at an offset")
-        return self._file_bytes(segment.index, entry, source, start, length)
-
-    def _file_bytes(
-        self, index: int, entry: Entry, source: PathSource, start: int, length: int
-    ) -> bytes:
-        if self._open is None or self._open[0] != index:
-            self._close_file()
-            self._open = (index, _fs.open_source(source, entry.name))
-        fd = self._open[1]
-        data = os.pread(fd, length, start)
-        while len(data) < length:
-            more = os.pread(fd, length - len(data), start + len(data))
-            if not more:
-                raise _changed(entry, source)
-            data += more
-        if start + length == source.size:  # its last bytes: still the file listed?
-            _fs.check(source, entry.name, os.fstat(fd))
-            self._close_file()
-        return data
-
-    def _crc(self, index: int) -> int:
-        assert isinstance(self._plan, ZipPlan)
-        if not self._plan.needs_crc(index):
-            return 0
-        crc = self._crcs.get(index)
-        if crc is not None:
-            return crc
-        entry = self._entries[index]
-        source = entry.source
-        if isinstance(source, BytesSource):
-            crc = crc32(source.data, 0)
-        elif isinstance(source, PathSource):
-            crc = crc_cache.get(source)
-            if crc is None:
-                crc = _path_crc(entry, source, self._stop)
-        else:
-            raise TypeError(f"entry {entry.name!r}: its CRC cannot be known ahead")
-        self._crcs[index] = crc
-        return crc

@@ -197,7 +197,8 @@ def iter_body(plan: UploadPlan, tracker: Tracker) -> Iterator[bytes]:
         IntegrityError: a file changed since it was listed, or a source gave more or fewer
             bytes than its declared size.
     """
-    from ._pump import READ_BLOCK, _BlockingWork
+    from ._pace import READ_BLOCK
+    from ._pump import _BlockingWork
 
     encoder = _FormEncoder(plan.writer())
     work = _BlockingWork(encoder)
