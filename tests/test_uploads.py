@@ -271,8 +271,8 @@ HOSTILE = {
         "?max_total_size=3000",
         form_body(*(part(f'name="f"; filename="{i}.bin"', b"x" * 900) for i in range(4))),
     ),
-    "a name too long": (
-        400,
+    "a name too long": (  # a Limits bound, as in a zip: 413
+        413,
         "?max_name_length=20",
         form_body(GOOD_FIRST, part(f'name="f"; filename="{"n" * 21}"', b"x")),
     ),
