@@ -8,6 +8,7 @@ import email.policy
 import hashlib
 import os
 import pathlib
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -485,3 +486,22 @@ def test_client_is_not_closed(receiver: tuple[Receiver, str]) -> None:
     with httpx.Client() as client:
         upload(url + "/form", Entry.from_bytes(b"1", "1.txt"), client=client)
         assert upload(url + "/form", Entry.from_bytes(b"2", "2.txt"), client=client).is_success
+
+
+def test_default_clients_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx loads the CA bundle for every new client: the default clients load it once."""
+    import certifi
+
+    from multiresp import client as client_module
+    from multiresp._uploading import _client_options
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with client_module._client() as first, httpx.Client(**_client_options()) as second:
+        shared = first._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert second._transport._pool._ssl_context is shared  # type: ignore[attr-defined]
+    assert shared.verify_mode is ssl.CERT_REQUIRED and shared.check_hostname
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())  # another CA setting: its own context
+    other = client_module._default_ssl_context()
+    assert other is not shared
+    assert client_module._default_ssl_context() is other

@@ -281,11 +281,12 @@ def _request_kwargs(plan: UploadPlan, request_kwargs: dict[str, Any]) -> dict[st
 def _client_options() -> dict[str, Any]:
     """The default client's options: download's timeouts, and no redirect followed (a
     redirected upload would need its body again: the 3xx is returned instead)."""
-    from .client import CONNECT_TIMEOUT, READ_TIMEOUT
+    from .client import CONNECT_TIMEOUT, READ_TIMEOUT, _default_ssl_context
 
     return {
         "follow_redirects": False,
         "timeout": httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+        "verify": _default_ssl_context(),  # one CA bundle load per process, not per upload
     }
 
 
