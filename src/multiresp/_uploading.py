@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -253,8 +253,11 @@ class AsyncBody:
         pump = Pump(self._plan.entries, encoder)
         async with self._send:
             try:
-                async for pieces in pump.batches():
-                    await self._send.send(_Batch(pieces, encoder.ended, pump.current))
+                # Closed on the spot when the request stops early (no connection, an error).
+                batches = cast(AsyncGenerator[list[bytes], None], pump.batches())
+                async with contextlib.aclosing(batches):
+                    async for pieces in batches:
+                        await self._send.send(_Batch(pieces, encoder.ended, pump.current))
             except Exception as exc:  # handed to the sender, which raises it inside httpx
                 self._error = exc
 
@@ -267,6 +270,10 @@ class AsyncBody:
                 self._tracker.sent(batch)
         if self._error is not None:
             raise self._error
+
+    def close(self) -> None:
+        """Release the stream, also when httpx never read the body (no connection)."""
+        self._receive.close()
 
 
 def _request_kwargs(plan: UploadPlan, request_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -402,13 +409,16 @@ async def _asend(
     is (not in an exception group): the reader hands its own to the body, and the request's
     is kept until the reader has stopped."""
     failure: Exception | None = None
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(body.produce)
-        try:
-            response = await client.request(method, url, content=body.chunks(), **kwargs)
-        except Exception as exc:
-            failure = exc
-        tasks.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(body.produce)
+            try:
+                response = await client.request(method, url, content=body.chunks(), **kwargs)
+            except Exception as exc:
+                failure = exc
+            tasks.cancel_scope.cancel()
+    finally:
+        body.close()
     if failure is not None:
         raise failure
     return response

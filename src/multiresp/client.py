@@ -37,9 +37,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import ssl
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -55,9 +58,6 @@ from ._types import Limits, SavedFile
 from ._uploading import aupload as aupload
 from ._uploading import upload as upload
 from ._writer import Writer, aexit_writer, aput, in_thread_shielded
-
-if TYPE_CHECKING:
-    import ssl
 
 __all__ = (
     "Progress",
@@ -172,16 +172,55 @@ def aiter_entries(
     return AsyncEntries(lambda: Walker(decoder, araw=response.aiter_raw()))
 
 
+class _LazyTrustContext(ssl.SSLContext):
+    """httpx's default TLS settings, with the CA bundle loaded at the first TLS connection.
+
+    Loading the bundle takes tens of milliseconds; a plain ``http://`` upload or download
+    never needs it. Until then the context trusts nothing, so it cannot be used unverified:
+    both ways in (``wrap_socket`` for sync clients, ``wrap_bio`` for async ones) load first.
+    """
+
+    _trust: tuple[str | None, str | None]  # (SSL_CERT_FILE, SSL_CERT_DIR) as httpx reads them
+    _loaded: bool
+    _lock: threading.Lock
+
+    def _load(self) -> None:
+        with self._lock:
+            if not self._loaded:
+                cafile, capath = self._trust
+                if cafile:
+                    self.load_verify_locations(cafile=cafile)
+                elif capath:
+                    self.load_verify_locations(capath=capath)
+                else:
+                    import certifi  # httpx's own default, and its dependency
+
+                    self.load_verify_locations(cafile=certifi.where())
+                self._loaded = True
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self._load()
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self._load()
+        return super().wrap_bio(*args, **kwargs)
+
+
 @functools.cache
 def _ssl_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
-    """The TLS settings of the default clients, made once per CA setting.
+    """The TLS context of the default clients: one per process and CA setting.
 
-    httpx loads the whole CA bundle for each new client (tens of ms); the clients made here
-    share one context instead. ``cafile`` and ``capath`` are the ``SSL_CERT_FILE`` and
-    ``SSL_CERT_DIR`` httpx reads, so a change of either gets a context of its own.
+    httpx makes a context, and loads the CA bundle, for each new client; the clients made here
+    share one, which loads the bundle only when a TLS connection is first made. ``cafile`` and
+    ``capath`` are ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``, which httpx reads by default.
     """
-    del cafile, capath  # the cache key: httpx reads the same variables itself
-    return httpx.create_ssl_context()
+    context = _LazyTrustContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies peers and host names
+    keylog = os.environ.get("SSLKEYLOGFILE")  # as ssl.create_default_context does
+    if keylog and not sys.flags.ignore_environment:
+        context.keylog_filename = keylog
+    context._trust, context._loaded, context._lock = (cafile, capath), False, threading.Lock()
+    return context
 
 
 def _default_ssl_context() -> ssl.SSLContext:
