@@ -509,11 +509,9 @@ def test_default_clients_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) 
 
 def test_the_shared_tls_context_loads_its_cas_before_any_handshake() -> None:
     """The CA bundle is loaded on the first TLS use, by either way in, never skipped."""
-    import certifi
-
     from multiresp.client import _ssl_context
 
-    expected = len(ssl.create_default_context(cafile=certifi.where()).get_ca_certs())
+    expected = len(httpx.create_ssl_context(trust_env=False).get_ca_certs())
     for wrap in ("bio", "socket"):
         context = _ssl_context.__wrapped__(None, None)  # a fresh one, not the cached one
         assert context.cert_store_stats()["x509_ca"] == 0  # nothing loaded at creation

@@ -192,10 +192,11 @@ class _LazyTrustContext(ssl.SSLContext):
                     self.load_verify_locations(cafile=cafile)
                 elif capath:
                     self.load_verify_locations(capath=capath)
-                else:
-                    import certifi  # httpx's own default, and its dependency
-
-                    self.load_verify_locations(cafile=certifi.where())
+                else:  # httpx's own default bundle (certifi's), copied in
+                    default = httpx.create_ssl_context(trust_env=False)
+                    self.load_verify_locations(
+                        cadata=b"".join(default.get_ca_certs(binary_form=True))
+                    )
                 self._loaded = True
 
     def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
