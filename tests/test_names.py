@@ -253,3 +253,52 @@ def test_the_zip_writer_refuses_a_name_its_header_cannot_hold() -> None:
 
     with pytest.raises(UnsafeNameError, match="65535"):  # was struct.error
         ZipWriter().start_entry(ZipEntryInfo(name="n" * 0x10000, size=0), b"")
+
+
+_KINDS = st.sampled_from(["form-data", "Form-Data ", " attachment", "inline", "", 'a"b', "x,y"])
+_SEPARATORS = st.sampled_from([";", "; ", ";\t", ";  ", " ;", ";\r\n", "; \t "])
+_VALUES = st.text(alphabet=st.sampled_from("ab€ ;=\"\\\t*'%."), max_size=12)
+_PARAM_NAMES = st.sampled_from(["name", "filename", "Name", "filename*", "name ", "x"])
+_TAILS = st.sampled_from(["", " ", ";", '; x="y"', "; filename*=UTF-8''%E2%82%AC", "junk", '"'])
+
+
+@given(
+    _KINDS,
+    st.lists(st.tuples(_SEPARATORS, _PARAM_NAMES, _VALUES, st.booleans()), max_size=3),
+    _TAILS,
+)
+def test_the_fast_path_reads_headers_as_the_full_parser_does(
+    kind: str, params: list[tuple[str, str, str, bool]], tail: str
+) -> None:
+    from multiresp._names import _parse_params
+
+    value = kind + "".join(
+        f'{sep}{key}="{text}"' if quoted else f"{sep}{key}={text}"
+        for sep, key, text, quoted in params
+    )
+    for candidate in (value, value + tail):
+        assert parse_header_params(candidate) == _parse_params(candidate, strict=False)
+        try:
+            expected = _parse_params(candidate, strict=True)
+        except ProtocolError:
+            with pytest.raises(ProtocolError):
+                parse_header_params(candidate, strict=True)
+        else:
+            assert parse_header_params(candidate, strict=True) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'form-data; name="files"; filename="a.txt"',
+        'form-data; name="files"; filename="photos/2026/€ a;b.jpg"',
+        'form-data; name="note"',
+        'form-data;name="files";filename=""',
+        'attachment; name="x"; filename="y"',
+    ],
+)
+def test_common_dispositions_take_the_fast_path(value: str) -> None:
+    from multiresp._names import _SIMPLE_PARAMS, _parse_params
+
+    assert _SIMPLE_PARAMS.fullmatch(value) is not None
+    assert parse_header_params(value) == _parse_params(value, strict=True)

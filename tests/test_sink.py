@@ -568,3 +568,38 @@ def test_bad_arguments(tmp_path: pathlib.Path) -> None:
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(NotADirectoryError, match="not a folder"):
         FileSink(tmp_path / "file")
+
+
+@pytest.mark.parametrize("policy", ["replace", "error"])
+def test_a_file_costs_one_stat_before_its_rename_and_one_more_to_refuse(
+    tmp_path: pathlib.Path, mode: str, monkeypatch: pytest.MonkeyPatch, policy: _sink.IfExists
+) -> None:
+    """File creation is most of a small file's cost: the checks before the rename share one
+    stat, and "error" adds only the one that refuses before writing."""
+    calls: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        calls.append(str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    with FileSink(tmp_path, if_exists=policy) as sink:
+        monkeypatch.setattr(_sink.os, "stat", counting_stat)
+        for number in range(3):
+            sink.handle(file_events(f"{number}.txt", b"data"))
+        monkeypatch.undo()
+    assert len(calls) == 3 * (1 if policy == "replace" else 2)
+    assert tree(tmp_path) == {f"{number}.txt": b"data" for number in range(3)}
+
+
+def test_a_file_that_appears_during_its_entry_is_refused_under_error(
+    tmp_path: pathlib.Path, mode: str
+) -> None:
+    with FileSink(tmp_path, if_exists="error") as sink:
+        sink.start(EntryStart(name="a.txt"))
+        sink.write([b"new"])
+        (tmp_path / "a.txt").write_bytes(b"someone else's")
+        with pytest.raises(FileExistsError, match="already in the destination"):
+            sink.end(EntryEnd(name="a.txt", size=3))
+    assert tree(tmp_path) == {"a.txt": b"someone else's"}
+    assert temp_files(tmp_path) == []

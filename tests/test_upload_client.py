@@ -8,6 +8,9 @@ import email.policy
 import hashlib
 import os
 import pathlib
+import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -485,3 +488,108 @@ def test_client_is_not_closed(receiver: tuple[Receiver, str]) -> None:
     with httpx.Client() as client:
         upload(url + "/form", Entry.from_bytes(b"1", "1.txt"), client=client)
         assert upload(url + "/form", Entry.from_bytes(b"2", "2.txt"), client=client).is_success
+
+
+def test_default_clients_share_one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx loads the CA bundle for every new client: the default clients load it once."""
+    from multiresp import client as client_module
+    from multiresp._uploading import _client_options
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with client_module._client() as first, httpx.Client(**_client_options()) as second:
+        shared = first._transport._pool._ssl_context
+        assert second._transport._pool._ssl_context is shared
+    assert shared.verify_mode is ssl.CERT_REQUIRED and shared.check_hostname
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")  # another setting: its own
+    other = client_module._default_ssl_context()
+    assert other is not shared
+    assert client_module._default_ssl_context() is other
+
+
+def test_the_shared_tls_context_loads_its_cas_before_any_handshake() -> None:
+    """The CA bundle is loaded on the first TLS use, by either way in, never skipped."""
+    from multiresp.client import _ssl_context
+
+    expected = len(httpx.create_ssl_context(trust_env=False).get_ca_certs())
+    for wrap in ("bio", "socket"):
+        context = _ssl_context.__wrapped__(None, None)  # a fresh one, not the cached one
+        assert context.cert_store_stats()["x509_ca"] == 0  # nothing loaded at creation
+        if wrap == "bio":
+            context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="example.com")
+        else:
+            with (
+                socket.socket() as raw,
+                context.wrap_socket(
+                    raw, server_hostname="example.com", do_handshake_on_connect=False
+                ),
+            ):
+                pass
+        assert len(context.get_ca_certs()) == expected > 0
+
+
+@pytest.fixture
+def tls_server(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
+    """An HTTPS server on loopback with a self-signed certificate for 127.0.0.1."""
+    import http.server
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            answer = str(len(body)).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_uploads_over_tls_verify_the_server(
+    anyio_backend: str,
+    tls_server: tuple[str, pathlib.Path],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+    trusted: bool,
+) -> None:
+    """The default clients verify the server with the CAs of SSL_CERT_FILE (certifi's when
+    unset, which do not know this self-signed server): sync and async alike."""
+    url, cert = tls_server
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    else:
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    source = tmp_path / "a.bin"
+    source.write_bytes(b"x" * 1000)
+    if trusted:
+        assert upload(url, [source]).status_code == 200
+        assert (await aupload(url, [source])).status_code == 200
+    else:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            upload(url, [source])
+        with pytest.raises(httpx.ConnectError):  # trio gives no message: the same cause
+            await aupload(url, [source])

@@ -476,8 +476,8 @@ class FileSink:
             os.utime(current.fd, ns=(ns, ns))
         st = os.fstat(current.fd)
         final_path, dir_fd = folder.ref(current.final_name)
-        self._check_target(name, final_path, dir_fd)
-        if self.if_exists != "replace" and self._exists(folder, current.final_name):
+        taken = self._check_target(name, final_path, dir_fd)
+        if self.if_exists != "replace" and taken:
             self._refuse_existing(name)  # it appeared while the entry was written
         os.close(current.fd)
         current.fd = -1
@@ -654,16 +654,19 @@ class FileSink:
             str(self.dest.joinpath(*name.split("/"))),
         )
 
-    def _check_target(self, name: str, path: str, dir_fd: int | None) -> None:
+    def _check_target(self, name: str, path: str, dir_fd: int | None) -> bool:
         """Refuse to rename over a folder, or over a file this transfer already placed.
 
         The second catches names that differ but land on one file, as ``A.txt`` and
         ``a.txt`` do on case-insensitive file systems.
+
+        Returns:
+            Whether the name is taken (by a file or a link), from the same ``stat``.
         """
         try:
             st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
-            return
+            return False
         if stat.S_ISDIR(st.st_mode) and not _is_link(st):
             raise UnsafeNameError(
                 f"entry {name!r} is a file, but a folder of that name exists in the destination",
@@ -675,3 +678,4 @@ class FileSink:
                 " does not tell the two names apart)",
                 entry=name,
             )
+        return True

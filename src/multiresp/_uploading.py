@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -254,8 +254,11 @@ class AsyncBody:
         pump = Pump(self._plan.entries, encoder)
         async with self._send:
             try:
-                async for pieces in pump.batches():
-                    await self._send.send(_Batch(pieces, encoder.ended, pump.current))
+                # Closed on the spot when the request stops early (no connection, an error).
+                batches = cast(AsyncGenerator[list[bytes], None], pump.batches())
+                async with contextlib.aclosing(batches):
+                    async for pieces in batches:
+                        await self._send.send(_Batch(pieces, encoder.ended, pump.current))
             except Exception as exc:  # handed to the sender, which raises it inside httpx
                 self._error = exc
 
@@ -268,6 +271,10 @@ class AsyncBody:
                 self._tracker.sent(batch)
         if self._error is not None:
             raise self._error
+
+    def close(self) -> None:
+        """Release the stream, also when httpx never read the body (no connection)."""
+        self._receive.close()
 
 
 def _request_kwargs(plan: UploadPlan, request_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -282,11 +289,12 @@ def _request_kwargs(plan: UploadPlan, request_kwargs: dict[str, Any]) -> dict[st
 def _client_options() -> dict[str, Any]:
     """The default client's options: download's timeouts, and no redirect followed (a
     redirected upload would need its body again: the 3xx is returned instead)."""
-    from .client import CONNECT_TIMEOUT, READ_TIMEOUT
+    from .client import CONNECT_TIMEOUT, READ_TIMEOUT, _default_ssl_context
 
     return {
         "follow_redirects": False,
         "timeout": httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+        "verify": _default_ssl_context(),  # one CA bundle load per process, not per upload
     }
 
 
@@ -402,13 +410,16 @@ async def _asend(
     is (not in an exception group): the reader hands its own to the body, and the request's
     is kept until the reader has stopped."""
     failure: Exception | None = None
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(body.produce)
-        try:
-            response = await client.request(method, url, content=body.chunks(), **kwargs)
-        except Exception as exc:
-            failure = exc
-        tasks.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(body.produce)
+            try:
+                response = await client.request(method, url, content=body.chunks(), **kwargs)
+            except Exception as exc:
+                failure = exc
+            tasks.cancel_scope.cancel()
+    finally:
+        body.close()
     if failure is not None:
         raise failure
     return response

@@ -37,6 +37,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import ssl
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -169,15 +172,75 @@ def aiter_entries(
     return AsyncEntries(lambda: Walker(decoder, araw=response.aiter_raw()))
 
 
+class _LazyTrustContext(ssl.SSLContext):
+    """httpx's default TLS settings, with the CA bundle loaded at the first TLS connection.
+
+    Loading the bundle takes tens of milliseconds; a plain ``http://`` upload or download
+    never needs it. Until then the context trusts nothing, so it cannot be used unverified:
+    both ways in (``wrap_socket`` for sync clients, ``wrap_bio`` for async ones) load first.
+    """
+
+    _trust: tuple[str | None, str | None]  # (SSL_CERT_FILE, SSL_CERT_DIR) as httpx reads them
+    _loaded: bool
+    _lock: threading.Lock
+
+    def _load(self) -> None:
+        with self._lock:
+            if not self._loaded:
+                cafile, capath = self._trust
+                if cafile:
+                    self.load_verify_locations(cafile=cafile)
+                elif capath:
+                    self.load_verify_locations(capath=capath)
+                else:  # httpx's own default bundle (certifi's), copied in
+                    default = httpx.create_ssl_context(trust_env=False)
+                    self.load_verify_locations(
+                        cadata=b"".join(default.get_ca_certs(binary_form=True))
+                    )
+                self._loaded = True
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        self._load()
+        return super().wrap_socket(*args, **kwargs)
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        self._load()
+        return super().wrap_bio(*args, **kwargs)
+
+
+@functools.cache
+def _ssl_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """The TLS context of the default clients: one per process and CA setting.
+
+    httpx makes a context, and loads the CA bundle, for each new client; the clients made here
+    share one, which loads the bundle only when a TLS connection is first made. ``cafile`` and
+    ``capath`` are ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``, which httpx reads by default.
+    """
+    context = _LazyTrustContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies peers and host names
+    keylog = os.environ.get("SSLKEYLOGFILE")  # as ssl.create_default_context does
+    if keylog and not sys.flags.ignore_environment:
+        context.keylog_filename = keylog
+    context._trust, context._loaded, context._lock = (cafile, capath), False, threading.Lock()
+    return context
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    return _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
 def _client() -> httpx.Client:
     return httpx.Client(
-        follow_redirects=True, timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        follow_redirects=True,
+        timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+        verify=_default_ssl_context(),
     )
 
 
 def _async_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        follow_redirects=True, timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        follow_redirects=True,
+        timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+        verify=_default_ssl_context(),
     )
 
 
