@@ -202,6 +202,43 @@ def test_the_raw_requests_do_reach_files_inside(gateway: str) -> None:
     assert raw_get(gateway, "/zip/?name=a.txt")[0] == 200
 
 
+@pytest.mark.parametrize("swap", ["link-out", "fifo", "folder-link-out"])
+def test_a_file_swapped_after_the_check_is_not_served(
+    share: pathlib.Path,
+    live_server: Callable[..., LiveServer],
+    monkeypatch: pytest.MonkeyPatch,
+    swap: str,
+) -> None:
+    """``/files/`` checks a path, then opens it: whatever is put there in between (a link to a
+    secret, a FIFO, a folder swapped for a link out) is refused, never served or waited on."""
+    from multiresp import gateway as module
+
+    check = module._Gateway.resolve
+
+    def resolve_then_swap(self: module._Gateway, relative: str) -> module._Found:
+        found = check(self, relative)
+        if not found.is_dir:
+            if swap == "folder-link-out":
+                (share / "sub" / "deep").rename(share / "sub" / "deep-was")
+                (share / "sub" / "deep").symlink_to(share.parent / "outside")
+            else:
+                found.path.unlink()
+                if swap == "link-out":
+                    found.path.symlink_to(share.parent / "secret.txt")
+                else:
+                    os.mkfifo(found.path)
+        return found
+
+    monkeypatch.setattr(module._Gateway, "resolve", resolve_then_swap)
+    url = live_server(create_app(share)).url
+    target = "/files/sub/deep/c.txt"
+    if swap == "folder-link-out":
+        (share.parent / "outside" / "c.txt").write_bytes(SECRET)
+    answer = httpx.get(url + target, timeout=10)
+    assert answer.status_code == 404
+    assert SECRET not in answer.content
+
+
 def test_a_device_is_not_served(
     share: pathlib.Path, live_server: Callable[..., LiveServer]
 ) -> None:

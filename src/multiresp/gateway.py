@@ -46,6 +46,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import _fs
 from ._entries import Entry, walk
 from ._errors import MultirespError, UnsafeNameError
 from ._names import check_name
@@ -94,6 +95,29 @@ class _Found:
     relative: str  # "" for the root, else a checked relative name without trailing "/"
     path: pathlib.Path  # its real path, inside the root
     is_dir: bool
+
+
+class _OpenedFileResponse(FileResponse):
+    """Starlette's ``FileResponse`` (``Range``, ``HEAD``, validators) over a descriptor already
+    opened safely: it reads ``/proc/self/fd/N``, which is that open file whatever has been
+    put at its path since, and closes the descriptor when the response ends. Without
+    ``/proc`` it reads the checked path, which leaves the window between check and open."""
+
+    def __init__(self, fd: int, path: pathlib.Path, *, filename: str) -> None:
+        self._fd = fd
+        by_fd = f"/proc/self/fd/{fd}"
+        super().__init__(
+            by_fd if os.path.exists(by_fd) else path,
+            filename=filename,
+            stat_result=os.fstat(fd),
+            content_disposition_type="inline",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            os.close(self._fd)
 
 
 class _Gateway:
@@ -178,8 +202,25 @@ class _Gateway:
         found = await anyio.to_thread.run_sync(self.target, request)
         if found.is_dir:
             raise HTTPException(404)
-        name = posixpath.basename(found.relative)
-        return FileResponse(found.path, filename=name, content_disposition_type="inline")
+        fd = await anyio.to_thread.run_sync(self.open_file, found)
+        return _OpenedFileResponse(fd, found.path, filename=posixpath.basename(found.relative))
+
+    def open_file(self, found: _Found) -> int:
+        """A descriptor of the file :meth:`resolve` let through, opened beneath the root with
+        no symbolic link followed and checked to be that regular file (``_fs.open_source``):
+        a file swapped for a link or a FIFO after the check is refused (404), not served."""
+        try:
+            root_st = os.stat(self.root)
+            st = os.stat(found.path, follow_symlinks=False)
+        except OSError:
+            raise HTTPException(404) from None
+        root = _fs.Root(str(self.root), root_st.st_dev, root_st.st_ino)
+        relative = found.path.relative_to(self.root).as_posix()
+        source = _fs.PathSource.from_stat(str(found.path), st, root, relative)
+        try:
+            return _fs.open_source(source, found.relative)
+        except (OSError, MultirespError):
+            raise HTTPException(404) from None
 
     async def page(self, request: Request) -> Response:
         found = await anyio.to_thread.run_sync(self.target, request)
