@@ -11,11 +11,13 @@ send and passes large ones through without a copy.
 from __future__ import annotations
 
 import os
+import threading
 from typing import BinaryIO
 
 from . import _fs
 from ._entries import Entry, PathSource
 from ._errors import IntegrityError
+from ._pace import READ_BLOCK
 
 # Bytes per read and per send of a large file. On asyncio, the part of a send that the socket
 # does not take at once is copied twice (a slice, then the transport's buffer): back-to-back
@@ -85,3 +87,46 @@ def coalesce(pieces: list[bytes]) -> list[bytes]:
     if run:
         out.append(b"".join(run))
     return out
+
+
+class AbandonableSteps:
+    """Work advanced one worker-thread step at a time, whose thread a response may abandon.
+
+    :meth:`close` may come from the event loop while a step still runs in a thread the
+    response abandoned (a source that hangs): the step then releases its open file itself
+    when it returns, so no file is closed under a read. Subclasses give :meth:`_step` and
+    :meth:`_close_file`.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards _running against close()
+        self._running = False
+
+    def step(self, block: int = READ_BLOCK) -> list[bytes]:
+        """The pieces of one step, reading about ``block`` bytes; [] once closed."""
+        with self._lock:
+            if self._stop.is_set():
+                self._close_file()
+                return []
+            self._running = True
+        try:
+            return self._step(block)
+        finally:
+            with self._lock:
+                self._running = False
+                if self._stop.is_set():
+                    self._close_file()
+
+    def close(self) -> None:
+        """Stop; release the open file now, or when the step still running returns."""
+        self._stop.set()
+        with self._lock:
+            if not self._running:
+                self._close_file()
+
+    def _step(self, block: int) -> list[bytes]:
+        raise NotImplementedError
+
+    def _close_file(self) -> None:
+        raise NotImplementedError

@@ -35,7 +35,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
-import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import BinaryIO, Protocol, TypeVar
@@ -48,7 +47,14 @@ from ._crccache import crc_cache
 from ._entries import AsyncIterSource, BytesSource, Entry, IterSource, PathSource
 from ._errors import UnsafeNameError
 from ._filecrc import _crc_of, _crc_pool, _path_crc, file_crc_from
-from ._filereads import COALESCE_BELOW, _check_unchanged, _read_pieces, _small_file, coalesce
+from ._filereads import (
+    COALESCE_BELOW,
+    AbandonableSteps,
+    _check_unchanged,
+    _read_pieces,
+    _small_file,
+    coalesce,
+)
 from ._pace import READ_BLOCK, Pace
 from ._zipformat import crc32
 
@@ -98,15 +104,15 @@ def _never(entry: Entry, sample: bytes | None) -> bool:
     return False
 
 
-class _BlockingWork:
+class _BlockingWork(AbandonableSteps):
     """Entries with blocking sources, advanced one thread hop at a time.
 
-    The pump calls :meth:`step` from one hop at a time. :meth:`close` may come from the
-    event loop while a step still runs in a thread the response abandoned (a source that
-    hangs): the step then releases the open file itself when it returns.
+    The pump calls :meth:`step` from one hop at a time; :meth:`close` may come while a step
+    runs in a thread the response abandoned (see :class:`AbandonableSteps`).
     """
 
     def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
         self.encoder = encoder
         self.crc_first = _crc_first(encoder)
         self.pending: collections.deque[Entry] = collections.deque()
@@ -115,11 +121,8 @@ class _BlockingWork:
         self._left = 0
         self._chunks: Iterator[bytes] | None = None
         self._ahead: dict[int, concurrent.futures.Future[int]] = {}  # id(entry) -> its CRC
-        self._stop = threading.Event()
         self._carry: list[bytes] = []  # a small last piece, joined to the next step's first
         self._taken = 0  # source bytes read by the current step
-        self._lock = threading.Lock()  # guards _running against close()
-        self._running = False
         self.current: str | None = None  # the name of the entry read last
 
     @property
@@ -133,9 +136,7 @@ class _BlockingWork:
         for future in self._ahead.values():
             future.cancel()
         self._ahead.clear()
-        with self._lock:
-            if not self._running:
-                self._close_file()
+        super().close()
 
     def _close_file(self) -> None:
         if self._file is not None:
@@ -143,7 +144,7 @@ class _BlockingWork:
             self._file = None
         self._entry = None
 
-    def step(self, block: int = READ_BLOCK) -> list[bytes]:
+    def _step(self, block: int) -> list[bytes]:
         """Produce about ``min(SEND_TARGET, block)`` bytes of output, reading at most about
         ``block`` bytes of sources (one small file or one iterable chunk may go past it), as
         pieces ready to send: small ones joined here, in the worker thread, large ones
@@ -151,20 +152,6 @@ class _BlockingWork:
 
         A small last piece (an entry's end, say) is kept for the next step while work is
         pending, where it joins the next entry's header: one send instead of two."""
-        with self._lock:
-            if self._stop.is_set():
-                self._close_file()
-                return []
-            self._running = True
-        try:
-            return self._step(block)
-        finally:
-            with self._lock:
-                self._running = False
-                if self._stop.is_set():
-                    self._close_file()
-
-    def _step(self, block: int) -> list[bytes]:
         budget = min(SEND_TARGET, block)
         out, self._carry = self._carry, []
         size = self._taken = 0

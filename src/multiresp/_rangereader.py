@@ -11,20 +11,18 @@ The response runs :meth:`RangeReader.step` in a worker thread, one hop at a time
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 
 from . import _fs
 from ._crccache import crc_cache
 from ._entries import BytesSource, Entry, PathSource
 from ._filecrc import _path_crc
-from ._filereads import SEND_PIECE, _changed, coalesce
-from ._pace import READ_BLOCK
+from ._filereads import SEND_PIECE, AbandonableSteps, _changed, coalesce
 from ._plan import MultipartPlan, Piece, ZipPlan
 from ._zipformat import crc32
 
 
-class RangeReader:
+class RangeReader(AbandonableSteps):
     """Reads bytes ``[start, stop)`` of a planned body: only what they overlap.
 
     The plan (:mod:`multiresp._plan`) says which segments the range covers. Fixed bytes come
@@ -38,15 +36,13 @@ class RangeReader:
     """
 
     def __init__(self, plan: ZipPlan | MultipartPlan, entries: list[Entry]) -> None:
+        super().__init__()
         self._plan = plan
         self._entries = entries
         self._crcs: dict[int, int] = {}
         self._pieces: Iterator[Piece] = iter(())
         self._open: tuple[int, int] | None = None  # (entry index, descriptor)
         self._partial: tuple[Piece, int] | None = None  # a piece and how much of it was read
-        self._stop = threading.Event()
-        self._lock = threading.Lock()  # guards _running against close()
-        self._running = False
         self.current: str | None = None
 
     def select(self, start: int, stop: int) -> None:
@@ -54,36 +50,14 @@ class RangeReader:
         self._pieces = self._plan.pieces(start, stop)
         self._partial = None
 
-    def close(self) -> None:
-        """Release the open file; stop a CRC computation. A step still running in a thread
-        the response abandoned releases the file itself when it returns."""
-        self._stop.set()
-        with self._lock:
-            if not self._running:
-                self._close_file()
-
     def _close_file(self) -> None:
         if self._open is not None:
             os.close(self._open[1])
             self._open = None
 
-    def step(self, block: int = READ_BLOCK) -> list[bytes]:
+    def _step(self, block: int) -> list[bytes]:
         """About ``block`` bytes of the selected range, in pieces of at most ``SEND_PIECE``
         (small ones joined), or [] at its end."""
-        with self._lock:
-            if self._stop.is_set():
-                self._close_file()
-                return []
-            self._running = True
-        try:
-            return self._step(block)
-        finally:
-            with self._lock:
-                self._running = False
-                if self._stop.is_set():
-                    self._close_file()
-
-    def _step(self, block: int) -> list[bytes]:
         out: list[bytes] = []
         size = 0
         budget = max(block, 1)
