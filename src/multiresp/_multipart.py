@@ -127,21 +127,6 @@ def boundary_from_content_type(content_type: str) -> str:
 _FORM = "form-data"
 
 
-def _quoted(value: str) -> bytes:
-    """A quoted string of UTF-8 (RFC 7578 section 4.2), ``"`` and ``\\`` escaped with a
-    backslash as RFC 9110 quoted-pairs: python-multipart (so Starlette and FastAPI), the
-    ``email`` package and multiresp read them back. Browsers write ``%22`` instead, which
-    these readers hand on as the three characters ``%22``."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return b'"' + escaped.encode("utf-8") + b'"'
-
-
-def _form_data_disposition(field: str, filename: str) -> bytes:
-    """``form-data; name="field"; filename="..."``: no ``filename*``, which RFC 7578 forbids
-    (python-multipart ignores it)."""
-    return b"form-data; name=" + _quoted(field) + b"; filename=" + _quoted(filename)
-
-
 class MultipartWriter:
     """Encode a multipart body part by part; every call returns the bytes to send next.
 
@@ -233,7 +218,8 @@ class MultipartWriter:
         if self.field is not None:  # as browsers write it: the disposition first
             lines = [
                 self._dash_boundary,
-                b"Content-Disposition: " + _form_data_disposition(self.field, name),
+                b"Content-Disposition: "
+                + content_disposition(name, "form-data", field=self.field).encode("utf-8"),
                 b"Content-Type: " + media_type.encode("ascii"),
             ]
         else:

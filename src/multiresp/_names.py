@@ -161,23 +161,36 @@ def _ascii_fallback(filename: str) -> str:
     return ascii_only.replace("\\", "_").replace('"', "_").strip() or "_"
 
 
-def content_disposition(filename: str, disposition: str = "attachment") -> str:
+def content_disposition(
+    filename: str, disposition: str = "attachment", *, field: str | None = None
+) -> str:
     """Build a ``Content-Disposition`` value for ``filename``.
 
-    ASCII names go in a quoted ``filename=``. Other names get an ASCII fallback in
-    ``filename=`` followed by the exact name in ``filename*=UTF-8''...`` (RFC 6266, 8187).
+    For ``attachment`` and ``inline``, ASCII names go in a quoted ``filename=``; other names
+    get an ASCII fallback in ``filename=`` followed by the exact name in
+    ``filename*=UTF-8''...`` (RFC 6266, 8187). For ``form-data`` (RFC 7578) it is
+    ``form-data; name="field"; filename="..."``: quoted UTF-8 with ``"`` and ``\\`` escaped as
+    quoted-pairs, and no ``filename*``, which RFC 7578 forbids (python-multipart, so Starlette
+    and FastAPI, the ``email`` package and multiresp read the escapes back; browsers write
+    ``%22`` instead, which these readers hand on as the three characters ``%22``).
 
     Args:
         filename: The name to announce.
         disposition: ``attachment``, ``inline`` or ``form-data``.
+        field: The form field's name; required for ``form-data``.
 
     Returns:
         The header value.
 
     Raises:
         UnsafeNameError: the name holds CR, LF or NUL.
+        ValueError: ``form-data`` without a ``field``.
     """
     check_header_value(filename, "file name")
+    if disposition == "form-data":
+        if field is None:
+            raise ValueError("a form-data disposition needs the field's name")
+        return f"form-data; name={_quoted(field)}; filename={_quoted(filename)}"
     fallback = _ascii_fallback(filename)
     value = f'{disposition}; filename="{fallback}"'
     if fallback != filename:
@@ -186,6 +199,11 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
         # and so reports the fallback; read filename* yourself with it.)
         value += f"; filename*=UTF-8''{quote(filename, safe='')}"
     return value
+
+
+def _quoted(value: str) -> str:
+    """A quoted string with ``"`` and ``\\`` escaped as quoted-pairs (RFC 9110)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 _PARAM = re.compile(
