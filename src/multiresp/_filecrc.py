@@ -46,7 +46,7 @@ def _crc_of(pieces: list[bytes], crc: int) -> int:
 
 
 def _path_crc(entry: Entry, source: PathSource, stop: threading.Event) -> int:
-    """The CRC-32 of a whole file, checked against its entry's size and mtime; cached."""
+    """The CRC-32 of a whole file, checked against its entry (identity, size, times); cached."""
     with open(_fs.open_source(source, entry.name), "rb", buffering=0) as f:
         crc = file_crc_from(f, source.size, 0, stop)
         if stop.is_set():

@@ -1,11 +1,11 @@
 """Reading a listed file for a body: checked against its entry, in pieces ready to send.
 
 How it works: a small file is read whole in one read through a plain descriptor
-(:func:`_small_file`), a larger one in pieces of ``SEND_PIECE`` bytes (:func:`_read_pieces`).
-Each file is opened through :func:`multiresp._fs.open_source` and checked against its entry's
-size and mtime (:func:`_check_unchanged`) so that a file that changed while it was read
-aborts the transfer (:func:`_changed`). :func:`coalesce` joins runs of small pieces into one
-send and passes large ones through without a copy.
+(:func:`_small_file`), a larger one in pieces of ``SEND_PIECE`` bytes (:func:`_read_pieces`). Each
+file is opened through :func:`multiresp._fs.open_source` and checked against its entry's identity,
+size, mtime and ctime (:func:`_check_unchanged`) so that a file that changed while it was read
+aborts the transfer (:func:`_changed`). :func:`coalesce` joins runs of small pieces into one send
+and passes large ones through without a copy.
 """
 
 from __future__ import annotations

@@ -17,18 +17,17 @@ shared default one, and are abandoned when the response is cancelled, so a sourc
 costs its thread and nothing else. :meth:`Pump.batches` yields the output of one hop at a time,
 so that the response can read the next batch while it sends this one.
 
-Where the encoder wants a file's CRC-32 before its header (zip layout 1), a small file (up to
-a block) is read once, its CRC taken from the same read. A larger file is read once ahead for
-its CRC (in ``_crc_pool`` of :mod:`multiresp._filecrc`, through one reused 1 MiB buffer, while
-the file before it is sent) and again to be sent, unless the CRC cache already knows that
-(device, inode, size, mtime). Holding a whole large file until its CRC is known reads each byte
-once but was slower (1 GiB of 16 MiB files in 0.70 s against 0.49 s on a quiet machine): every
-held file is fresh memory that malloc gives back to the kernel once sent, and faults in again,
-page by page, for the next. A file whose size or mtime differs from its entry's when it is
-opened or when its last block is read aborts the transfer (:mod:`multiresp._filereads`): the
-archive must not carry a CRC or size that its bytes belie. A range of a planned body is read
-by :class:`~multiresp._rangereader.RangeReader` instead.
-"""
+Where the encoder wants a file's CRC-32 before its header (zip layout 1), a small file (up to a
+block) is read once, its CRC taken from the same read. A larger file is read once ahead for its CRC
+(in ``_crc_pool`` of :mod:`multiresp._filecrc`, through one reused 1 MiB buffer, while the file
+before it is sent) and again to be sent, unless the CRC cache already knows that (device, inode,
+size, mtime, ctime). Holding a whole large file until its CRC is known reads each byte once but was
+slower (1 GiB of 16 MiB files in 0.70 s against 0.49 s on a quiet machine): every held file is fresh
+memory that malloc gives back to the kernel once sent, and faults in again, page by page, for the
+next. A file whose size, mtime or ctime differs from its entry's when it is opened or when its last
+block is read aborts the transfer (:mod:`multiresp._filereads`): the archive must not carry a CRC or
+size that its bytes belie. A range of a planned body is read by
+:class:`~multiresp._rangereader.RangeReader` instead."""
 
 from __future__ import annotations
 
