@@ -19,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ from starlette.routing import Route
 import multiresp
 from multiresp import Entry, IntegrityError, UnsafeNameError, walk, walk_store
 from multiresp._crccache import crc_cache
-from multiresp._objects import PIECE, ObjectSource
+from multiresp._objects import PIECE, ObjectReader, ObjectSource
 from multiresp.client import download
 from multiresp.responses import MultipartResponse, ZipStreamResponse
 from s3 import ACCESS_KEY, SECRET_KEY, S3Server, put, running
@@ -559,6 +560,36 @@ def test_the_crc_is_read_once_then_each_object_once_per_archive(
     second = httpx.get(f"{server.url}/set")
     assert gets == {"set/big.bin": 1, "set/small.bin": 1}
     assert first.content == second.content
+
+
+@END_TO_END
+def test_the_next_objects_are_opened_while_one_is_sent(
+    served: tuple[str, S3Store, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _, _ = served
+    httpx.get(f"{url}/set")  # every CRC known: each object is read once, in order
+    events: list[tuple[str, str]] = []
+    real_get, real_finish = obstore.get, ObjectReader._finish
+
+    def get(store: Any, path: str, **options: Any) -> Any:
+        events.append(("GET", path))
+        return real_get(store, path, **options)
+
+    def finish(reader: ObjectReader) -> None:
+        events.append(("end", reader._source.key))
+        real_finish(reader)
+
+    monkeypatch.setattr(obstore, "get", get)
+    monkeypatch.setattr(ObjectReader, "_finish", finish)
+    with httpx.stream("GET", f"{url}/set") as response:
+        raw = response.iter_raw()
+        next(raw)
+        time.sleep(0.3)  # a client slower than the store: big.bin is still being sent
+        for _ in raw:
+            pass
+    assert [key for event, key in events if event == "GET"] == sorted(CONTENTS)
+    # The objects after big.bin (under 8 MiB together) were on their way before its end.
+    assert events.index(("GET", "set/odd.bin")) < events.index(("end", "set/big.bin"))
 
 
 @END_TO_END
