@@ -103,7 +103,7 @@ class ObjectFacts:
 def describe(store: object) -> str:
     """A store for messages: its kind and location, never its credentials."""
     location = _location(store)
-    where = "/".join(str(part) for part in location[1:] if part) if location else ""
+    where = ", ".join(part for part in location[1:] if part) if location else ""
     return f"{type(store).__name__}({where})" if where else type(store).__name__
 
 
@@ -156,7 +156,8 @@ class ObjectSource(SourceBase):
 
     @property
     def crc_key(self) -> CrcKey:
-        """The CRC cache's key: where, which object, which content (see :func:`_crc_key`)."""
+        """The CRC cache's key: the store's kind and location (never its credentials), the
+        key, the ETag and version, the size."""
         key = self._crc_key()
         if key is None:
             raise TypeError(f"{self!r} has no stable name for the CRC cache")
@@ -209,11 +210,8 @@ class ObjectSource(SourceBase):
         result = self._get(entry, facts, 0)
         data = bytes(result.bytes())
         if len(data) != facts.size:
-            raise IntegrityError(
-                f"entry {entry.name!r}: object {self.key!r} gave {len(data)} bytes, "
-                f"not the {facts.size} listed (size check)",
-                entry=entry.name,
-            )
+            raise self._changed(entry, f"gave {len(data)} bytes, not the {facts.size} listed "
+                                "(size check)")  # fmt: skip
         return data
 
     def open(self, entry: Entry, offset: int = 0) -> Reader:
