@@ -554,6 +554,8 @@ def test_the_crc_is_read_once_then_each_object_once_per_archive(
 
     monkeypatch.setattr(obstore, "get", counting_get)
     server = live_server(gateway_app(store))
+    assert httpx.head(f"{server.url}/set").status_code == 200
+    assert not gets  # HEAD reads no object
     first = httpx.get(f"{server.url}/set")
     assert gets == {"set/big.bin": 2, "set/small.bin": 1}  # the large one: CRC, then sent
     gets.clear()
