@@ -45,7 +45,7 @@ import anyio
 import anyio.to_thread
 
 from ._entries import Entry
-from ._errors import UnsafeNameError
+from ._errors import IntegrityError, UnsafeNameError
 from ._filecrc import CRC_PIECE, _crc_of, _crc_pool
 from ._filereads import COALESCE_BELOW, AbandonableSteps, coalesce
 from ._pace import READ_BLOCK, Pace
@@ -217,8 +217,8 @@ class _BlockingWork(AbandonableSteps):
                 # One still queued (behind other responses' CRCs) is taken here instead.
                 if crc is None and ahead is not None and not ahead.cancel():
                     crc = ahead.result()
-            head = min(READ_BLOCK, block)
-            first = reader.read(head)
+            first = reader.read(min(READ_BLOCK, block))
+            head = _got(first, entry, size)
             self._taken += head
             if crc is None and self.crc_first(entry, first[0]):  # no CRC ahead, or "auto"
                 crc = self._crc_in_place(reader, _crc_of(first, 0))
@@ -259,10 +259,11 @@ class _BlockingWork(AbandonableSteps):
     def _sized_block(self, block: int) -> list[bytes]:
         reader, left = self._reader, self._left
         assert reader is not None and left is not None
-        size = min(left, block)
-        self._taken += size
-        out = [*map(self.encoder.write, reader.read(size))]
-        self._left = left - size
+        pieces = reader.read(min(left, block))
+        got = _got(pieces, self._entry, left)
+        self._taken += got
+        out = [*map(self.encoder.write, pieces)]
+        self._left = left - got
         if not self._left:
             self._close_file()
             out.append(self.encoder.end())
@@ -277,6 +278,18 @@ class _BlockingWork(AbandonableSteps):
             self._close_file()
             out.append(self.encoder.end())
         return out
+
+
+def _got(pieces: list[bytes], entry: Entry | None, left: int) -> int:
+    """How many bytes ``pieces`` hold; none while ``left`` were due is a source ended early."""
+    got = sum(len(p) for p in pieces)
+    if not got:
+        name = entry.name if entry is not None else "?"
+        raise IntegrityError(
+            f"entry {name!r}: its source ended {left} bytes short of its size (size check)",
+            entry=name,
+        )
+    return got
 
 
 def _large(source: Source | None) -> bool:

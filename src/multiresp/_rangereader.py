@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ._entries import Entry
+from ._errors import IntegrityError
 from ._filereads import SEND_PIECE, AbandonableSteps, coalesce
 from ._plan import MultipartPlan, Piece, ZipPlan
 from ._sources import Reader
@@ -98,6 +99,12 @@ class RangeReader(AbandonableSteps):
             self._open = (index, start, source.open(entry, start))
         reader = self._open[2]
         data = b"".join(reader.read(length))
+        if not data:
+            raise IntegrityError(
+                f"entry {entry.name!r}: its source ended {size - start} bytes short of its "
+                "size (size check)",
+                entry=entry.name,
+            )
         end = start + len(data)
         if end >= size:  # its last bytes (checked by the reader): the segment's end
             self._close_file()

@@ -55,7 +55,9 @@ class Reader(Protocol):
     def read(self, size: int) -> list[bytes]:
         """The next bytes, about ``size`` of them, as pieces of at most 2 MiB; [] at its end.
 
-        A sized re-readable source gives exactly ``min(size, left)`` bytes, and once it has
+        A sized re-readable source gives ``min(size, left)`` bytes (a file: exactly; another
+        may give fewer, but at least one while any is left: the pump and the range reader
+        ask again for the rest, and take none as the source ended early), and once it has
         given its last byte, checks that it is still what was listed. An iterable gives
         whole chunks until about ``size`` bytes (one chunk may go past it).
 
