@@ -58,7 +58,6 @@ from typing import TYPE_CHECKING, Any
 from . import _crccache
 from ._crccache import FILE_KEY_VERSION, CrcKey, crc_cache
 from ._errors import IntegrityError
-from ._filecrc import file_crc_from
 from ._filereads import SEND_PIECE
 from ._sources import SourceBase
 
@@ -282,6 +281,8 @@ class PathSource(SourceBase):
             IntegrityError: the file changed since it was listed.
             RuntimeError: ``stop`` was set (cancelled).
         """
+        from ._filecrc import file_crc_from  # with its thread pool: a server's module
+
         with open(open_source(self, entry.name), "rb", buffering=0) as f:
             crc = file_crc_from(f, self.size, 0, stop)
             if stop.is_set():

@@ -166,7 +166,7 @@ class _BlockingWork(AbandonableSteps):
         return out
 
     def _open(self, entry: Entry, block: int) -> list[bytes]:
-        encoder, source = self.encoder, entry.source
+        encoder, source, listed = self.encoder, entry.source, id(entry)
         if source is not None and self.settle:
             entry = source.settle(entry)
             source = entry.source
@@ -179,7 +179,7 @@ class _BlockingWork(AbandonableSteps):
         if source.rereadable and size is not None:
             if size <= block:  # whole, in one read; a larger one in blocks (a slow client's too)
                 return self._whole(entry, source)
-            return self._open_sized(entry, source, size, block)
+            return self._open_sized(entry, source, size, block, listed)
         reader = source.open(entry)
         self._entry, self._reader, self._left = entry, reader, None
         try:
@@ -204,13 +204,17 @@ class _BlockingWork(AbandonableSteps):
         return [self.encoder.start(entry, crc, data), self.encoder.write(data),
                 self.encoder.end()]  # fmt: skip
 
-    def _open_sized(self, entry: Entry, source: Source, size: int, block: int) -> list[bytes]:
+    def _open_sized(
+        self, entry: Entry, source: Source, size: int, block: int, listed: int
+    ) -> list[bytes]:
+        """Open a large re-readable source (``listed``: the id of its entry as queued, under
+        which a CRC computed ahead waits)."""
         encoder = self.encoder
         read_from = time.time_ns()
         reader = source.open(entry)
         try:
             crc = None
-            ahead = self._ahead.pop(id(entry), None)
+            ahead = self._ahead.pop(listed, None)
             stored = self.crc_first(entry, None)  # whatever its bytes: its CRC leads
             if stored:
                 crc = source.known_crc()
