@@ -95,12 +95,22 @@ class Stored(SourceBase):
         return super().crc(entry, stop)
 
 
+class Truncated(Stored):
+    """An object that says it has more bytes than it gives (a store's short read)."""
+
+    def open(self, entry: Entry, offset: int = 0) -> ToyReader:
+        self.log.add("open", self.key, offset)
+        return ToyReader(self.data, offset, end=len(self.data) // 2)
+
+
 class ToyReader:
-    def __init__(self, data: bytes, offset: int) -> None:
+    def __init__(self, data: bytes, offset: int, end: int | None = None) -> None:
         self.data, self.at = data, offset
+        self.end = len(data) if end is None else end
 
     def read(self, size: int) -> list[bytes]:
-        piece = self.data[self.at : self.at + min(size, 1 << 20)]  # pieces of 1 MiB at most
+        stop = min(self.at + min(size, 1 << 20), self.end)  # pieces of 1 MiB at most
+        piece = self.data[self.at : stop]
         self.at += len(piece)
         return [piece] if piece else []
 
@@ -191,6 +201,17 @@ def app(bucket: str, log: Log) -> Starlette:
         gone = Stored(bucket, "gone.bin", b"x", log, fail=True)
         return ZipStreamResponse([*entries(), unnamed("gone.bin", gone)])
 
+    def short(request: Request) -> Response:
+        data = contents(bucket)["big-1.bin"]
+        return ZipStreamResponse([unnamed("short.bin", Truncated(bucket, "short", data, log))])
+
+    def streamed(request: Request) -> Response:
+        async def produce() -> AsyncIterator[Entry]:
+            for entry in entries():
+                yield entry
+
+        return ZipStreamResponse(produce())
+
     def one_shot(request: Request) -> Response:
         sources = [OneShot([b"one ", b"shot"]), Streamed([b"async ", b"chunks"])]
         items = [Entry("one.txt", None, None, "text/plain", sources[0]),
@@ -205,6 +226,8 @@ def app(bucket: str, log: Log) -> Starlette:
             Route("/multipart", parts),
             Route("/missing", missing),
             Route("/one-shot/{kind}", one_shot),
+            Route("/short", short),
+            Route("/streamed", streamed),
         ]
     )
 
@@ -332,3 +355,35 @@ def test_one_shot_toy_sources_still_stream(
             assert archive.read("async.txt") == b"async chunks"
     else:
         assert b"one shot" in answer.content and b"async chunks" in answer.content
+
+
+def test_a_source_that_ends_early_aborts_the_body_and_its_ranges(
+    replicas: tuple[httpx.Client, httpx.Client, Log, Log],
+) -> None:
+    a, _, log, _ = replicas
+    with pytest.raises(httpx.RemoteProtocolError):  # cut short of its Content-Length
+        a.get("/short")
+    assert log.of("remember") == []  # no CRC of half the bytes is kept
+    source = Truncated("b", "short", b"0123456789", log)
+    with pytest.raises(IntegrityError, match="size check"):  # read ahead for its CRC
+        source.crc(source.settle(unnamed("short.bin", source)), threading.Event())
+    assert log.of("remember") == []
+    with pytest.raises(httpx.RemoteProtocolError):
+        a.get("/short", headers={"range": "bytes=-100"})  # the data's end, never given
+
+
+def test_entries_from_a_stream_are_settled_before_they_are_read(
+    replicas: tuple[httpx.Client, httpx.Client, Log, Log], bucket: str
+) -> None:
+    a, _, log, _ = replicas
+    answer = a.get("/streamed")
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as archive:
+        assert {info.filename: archive.read(info) for info in archive.infolist()} == (
+            contents(bucket)
+        )
+        big = archive.getinfo("big-1.bin")
+        assert not big.flag_bits & 8  # its size known, from settle: its CRC led
+        assert big.date_time == (2024, 5, 6, 7, 8, 8)  # the listed mtime (a zip's 2 s steps)
+    for name in contents(bucket):
+        events = [kind for kind, key, _ in log.events if key == name]
+        assert events[0] == "settle", (name, events)

@@ -225,7 +225,7 @@ class _BlockingWork(AbandonableSteps):
             head = _got(first, entry, size)
             self._taken += head
             if crc is None and self.crc_first(entry, first[0]):  # no CRC ahead, or "auto"
-                crc = self._crc_in_place(reader, _crc_of(first, 0))
+                crc = self._crc_in_place(reader, _crc_of(first, 0), entry, size - head)
                 source.remember_crc(crc, read_from)
                 reader.close()
                 reader = source.open(entry, head)
@@ -236,9 +236,11 @@ class _BlockingWork(AbandonableSteps):
         self._entry, self._reader, self._left = entry, reader, size - head
         return [encoder.start(entry, crc, first[0]), *map(encoder.write, first)]
 
-    def _crc_in_place(self, reader: Reader, crc: int) -> int:
-        """Continue ``crc`` over the rest of ``reader``'s source."""
-        while pieces := reader.read(CRC_PIECE):
+    def _crc_in_place(self, reader: Reader, crc: int, entry: Entry, left: int) -> int:
+        """Continue ``crc`` over the ``left`` bytes of ``reader``'s source that follow."""
+        while left:
+            pieces = reader.read(min(CRC_PIECE, left))
+            left -= _got(pieces, entry, left)
             if self._stop.is_set():
                 raise RuntimeError("cancelled")
             crc = _crc_of(pieces, crc)

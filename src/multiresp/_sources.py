@@ -189,14 +189,24 @@ class SourceBase:
             raise TypeError(f"entry {entry.name!r}: a one-shot source's CRC cannot be known ahead")
         read_from = time.time_ns()
         reader = self.open(entry)
-        crc = 0
+        crc = got = 0
         try:
             while not stop.is_set() and (pieces := reader.read(1 << 20)):
                 for piece in pieces:
                     crc = crc32(piece, crc)
+                    got += len(piece)
         finally:
             reader.close()
         if stop.is_set():
             raise RuntimeError("cancelled")
+        size = entry.size
+        if size is not None and got != size:  # never remember the CRC of other bytes
+            from ._errors import IntegrityError
+
+            raise IntegrityError(
+                f"entry {entry.name!r}: its source gave {got} bytes, not its size {size} "
+                "(size check)",
+                entry=entry.name,
+            )
         self.remember_crc(crc, read_from)
         return crc
