@@ -56,6 +56,9 @@ MAX_PREAMBLE_BYTES = 64 * 1024  # bytes ignored before the first delimiter
 MAX_EPILOGUE_BYTES = 64 * 1024  # bytes ignored after the closing delimiter
 MAX_PADDING_BYTES = 256  # bytes of transport padding (spaces, tabs) after a delimiter
 MAX_CONTENT_LENGTH_DIGITS = 20  # digits in a part's Content-Length (2**64 has 20)
+# bytes held over that are joined with the next read into a new bytes object; a longer
+# leftover (a part's headers arriving in small reads) goes into a bytearray, grown in place
+MAX_BYTES_JOIN = 4 * 1024
 
 _CRLF = b"\r\n"
 _HEADERS_END = b"\r\n\r\n"
@@ -72,6 +75,15 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
 _HEADER_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^ \t\r\n\x00][^\r\n\x00]*)?")
 _SINGLE_HEADERS = frozenset(
     {"content-disposition", "content-type", "content-length", "content-transfer-encoding"}
+)
+# The headers a browser writes for a file input (RFC 7578), and for a text field (no
+# Content-Type): read in one match, the same headers and values as line by line.
+_USUAL_HEADERS = re.compile(
+    "Content-Disposition:[ \t]*([^\r\n\x00]*)(?:\r\nContent-Type:[ \t]*([^\r\n\x00]*))?"
+)
+# header names as browsers and this writer spell them: tokens, so no need to match _TOKEN
+_USUAL_HEADER_NAMES = frozenset(
+    {"Content-Disposition", "Content-Type", "Content-Length", "Content-Transfer-Encoding"}
 )
 _DIGITS = re.compile(rf"[0-9]{{1,{MAX_CONTENT_LENGTH_DIGITS}}}")
 _IDENTITY_ENCODINGS = frozenset({"binary", "8bit", "7bit"})
@@ -466,7 +478,8 @@ class _State(enum.Enum):
     BOUNDARY = enum.auto()  # at a delimiter; its line decides: another part, or the end
     HEADERS = enum.auto()  # at the CRLF that ends a delimiter line, before a part's headers
     BODY = enum.auto()  # at the blank line's CRLF, in a part without Content-Length
-    DATA = enum.auto()  # in a part's content
+    SCAN = enum.auto()  # in the content of a part without Content-Length: find the delimiter
+    DATA = enum.auto()  # in the content of a part with Content-Length: count its bytes
     CLOSED = enum.auto()  # the closing delimiter was read; End is next
     DONE = enum.auto()  # End was given; the epilogue is being dropped
 
@@ -497,6 +510,7 @@ class MultipartReader:
         "_decoded",
         "_decoder",
         "_delimiter",
+        "_delimiter_crlf",
         "_eof",
         "_error",
         "_header_scanned",
@@ -540,6 +554,7 @@ class MultipartReader:
         if max_header_bytes < 1 or max_headers < 1:
             raise ValueError("max_header_bytes and max_headers must be positive")
         self._delimiter = b"\r\n--" + boundary.encode("ascii")
+        self._delimiter_crlf = self._delimiter + _CRLF  # the usual line before another part
         self._tracker = LimitTracker(limits if limits is not None else Limits())
         self._max_header_bytes = max_header_bytes
         self._max_headers = max_headers
@@ -577,14 +592,16 @@ class MultipartReader:
         if self._state is _State.DONE:
             self._skipped += len(data)
             return
-        buf = self._buf
-        if self._pos >= len(buf):
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):
             self._buf = data
         elif isinstance(buf, bytearray):
-            del buf[: self._pos]
+            del buf[:pos]
             buf += data
+        elif len(buf) - pos <= MAX_BYTES_JOIN:
+            self._buf = buf[pos:] + data
         else:
-            joined = bytearray(memoryview(buf)[self._pos :])
+            joined = bytearray(memoryview(buf)[pos:])
             joined += data
             self._buf = joined
         self._pos = 0
@@ -612,25 +629,21 @@ class MultipartReader:
             raise
 
     def _next_event(self) -> Event | _Sentinel:
+        event: Event | _Sentinel | None
         while True:
             state = self._state
-            if state is _State.DATA:
-                event = self._data_event()
-                if event is not None:
-                    return event
+            if state is _State.SCAN:
+                event = self._scan_event()
+            elif state is _State.BOUNDARY:
+                event = self._boundary_event()
             elif state is _State.HEADERS:
                 return self._headers_event()
+            elif state is _State.DATA:
+                event = self._sized_event()
             elif state is _State.BODY:
-                wait = self._body_start()
-                if wait is not None:
-                    return wait
-            elif state is _State.BOUNDARY:
-                boundary_event = self._boundary_event()
-                if boundary_event is not None:
-                    return boundary_event
+                event = self._body_start()
             elif state is _State.PREAMBLE:
-                if not self._skip_preamble():
-                    return NEED_DATA
+                event = self._skip_preamble()
             elif state is _State.CLOSED:
                 self._skipped = len(self._buf) - self._pos
                 self._buf, self._pos = b"", 0
@@ -644,11 +657,13 @@ class MultipartReader:
                         " closing boundary"
                     )
                 return End()
+            if event is not None:
+                return event
 
     # -- the states ----------------------------------------------------------------------
 
-    def _skip_preamble(self) -> bool:
-        """Drop bytes up to the first delimiter; True when it was reached."""
+    def _skip_preamble(self) -> _Sentinel | None:
+        """Drop bytes up to the first delimiter; None when it was reached."""
         end = self._buf.find(self._delimiter, self._pos)
         found = end != -1
         if not found:
@@ -663,24 +678,29 @@ class MultipartReader:
         if found:
             self._state = _State.BOUNDARY
             self._skipped = 0
-            return True
+            return None
         if self._eof:
             raise ProtocolError(
                 f"multipart body has no boundary {self._delimiter[2:].decode('ascii')!r} line"
             )
-        return False
+        return NEED_DATA
 
     def _boundary_event(self) -> EntryEnd | _Sentinel | None:
         """Read a delimiter line; close the open part, if any (None when there was none)."""
-        line = self._delimiter_line()
-        if line is None:
-            if self._eof:
-                raise ProtocolError(
-                    f"multipart body truncated in the boundary line {self._at()}", entry=self._name
-                )
-            return NEED_DATA
-        closing, self._pos = line
-        self._state = _State.CLOSED if closing else _State.HEADERS
+        if self._buf.startswith(self._delimiter_crlf, self._pos):  # the usual line
+            self._pos += len(self._delimiter)
+            self._state = _State.HEADERS
+        else:
+            line = self._delimiter_line()
+            if line is None:
+                if self._eof:
+                    raise ProtocolError(
+                        f"multipart body truncated in the boundary line {self._at()}",
+                        entry=self._name,
+                    )
+                return NEED_DATA
+            closing, self._pos = line
+            self._state = _State.CLOSED if closing else _State.HEADERS
         if self._name is None:
             return None
         event = EntryEnd(name=self._name, size=self._decoded)
@@ -713,8 +733,11 @@ class MultipartReader:
             # Stop at the blank line's CRLF: followed by "--" BOUNDARY, it is a delimiter.
             self._pos = end + len(_CRLF)
             self._state = _State.BODY
+            if len(buf) - self._pos >= len(self._delimiter):  # enough bytes to tell now
+                self._body_start()
         else:
             self._pos = end + len(_HEADERS_END)
+            self._state = _State.DATA
         return event
 
     def _body_start(self) -> _Sentinel | None:
@@ -732,31 +755,38 @@ class MultipartReader:
             self._state = _State.BOUNDARY
         else:
             self._pos = pos + len(_CRLF)
-            self._state = _State.DATA
+            self._state = _State.SCAN
         return None
 
-    def _data_event(self) -> Data | _Sentinel | None:
-        """Hand out the open part's next bytes; None when its delimiter was reached."""
-        buf, pos = self._buf, self._pos
-        if self._declared is not None:
-            remaining = self._declared - self._received
-            if remaining == 0:
-                return self._part_done()
-            if pos == len(buf):
-                if self._eof:
-                    raise ProtocolError(
-                        f"multipart body truncated in part {self._name!r} after"
-                        f" {self._received} of the {self._declared} bytes its Content-Length"
-                        " declares",
-                        entry=self._name,
-                    )
-                return NEED_DATA
-            return self._hand_out(min(pos + remaining, len(buf)))
-        end = buf.find(self._delimiter, pos)
-        if end == -1:
-            end = self._safe_end()
-        elif end == pos:
+    def _sized_event(self) -> Data | _Sentinel | None:
+        """Hand out the next bytes of a part with Content-Length; None once they all were."""
+        declared = self._declared
+        assert declared is not None
+        remaining = declared - self._received
+        if remaining == 0:
             return self._part_done()
+        if self._pos == len(self._buf):
+            if self._eof:
+                raise ProtocolError(
+                    f"multipart body truncated in part {self._name!r} after"
+                    f" {self._received} of the {self._declared} bytes its Content-Length"
+                    " declares",
+                    entry=self._name,
+                )
+            return NEED_DATA
+        return self._hand_out(min(self._pos + remaining, len(self._buf)))
+
+    def _scan_event(self) -> Data | _Sentinel | None:
+        """Hand out the next bytes of a part without Content-Length; None at its delimiter."""
+        buf, pos = self._buf, self._pos
+        end = buf.find(self._delimiter, pos)
+        if end != -1:
+            if end == pos:
+                return self._part_done()
+            if self._decoder is None:  # no decoder to flush: the delimiter line is next
+                self._state = _State.BOUNDARY
+            return self._hand_out(end)
+        end = self._safe_end()
         if end > pos:
             return self._hand_out(end)
         if self._eof:
@@ -791,7 +821,7 @@ class MultipartReader:
         if decoder is None:
             self._check_growth(length)
         if isinstance(buf, bytes):
-            chunk = buf if pos == 0 and end == len(buf) else buf[pos:end]
+            chunk = buf[pos:end]  # the whole buffer is not copied: bytes slicing returns it
         else:
             with memoryview(buf) as view:
                 chunk = view[pos:end].tobytes()
@@ -885,102 +915,144 @@ class MultipartReader:
 
     def _start_part(self, block: bytes) -> EntryStart:
         number = self._parts + 1
-        label = f"multipart part #{number}"
-        headers, known = _parse_headers(block, label, self._max_headers)
+        headers, known = _parse_headers(block, number, self._max_headers)
         disposition = known.get("content-disposition")
         if disposition is None:
-            raise ProtocolError(f"{label}: no Content-Disposition header, so no name")
+            raise ProtocolError(
+                f"multipart part #{number}: no Content-Disposition header, so no name"
+            )
         try:
             _, name = parse_content_disposition(disposition)
         except ProtocolError as error:
-            raise ProtocolError(f"{label}: Content-Disposition {error}") from None
+            raise ProtocolError(f"multipart part #{number}: Content-Disposition {error}") from None
         if not name:  # form-data: a file input left empty sends filename=""
             name = parse_header_params(disposition)[1].get("name")
         if name is None:
-            raise ProtocolError(f"{label}: Content-Disposition has neither filename nor name")
+            raise ProtocolError(
+                f"multipart part #{number}: Content-Disposition has neither filename nor name"
+            )
         self._tracker.admit(name)
-        where = f"multipart part {name!r}"
-        encoding = known.get("content-transfer-encoding")
         decoder: _Decoder | None = None
-        if encoding is not None and encoding.lower() not in _IDENTITY_ENCODINGS:
-            decoder_type = _DECODERS.get(encoding.lower())
-            if decoder_type is None:
-                raise ProtocolError(
-                    f"{where}: Content-Transfer-Encoding {encoding!r} is not supported (only"
-                    " base64, quoted-printable, 7bit, 8bit and binary)",
-                    entry=name,
-                )
-            decoder = decoder_type(where)
-        media_type = known.get("content-type")
-        if media_type is not None:
-            essence = media_type.partition(";")[0].strip().lower()
-            if essence in _SPECIAL_FILE_TYPES:
-                raise ProtocolError(
-                    f"{where}: media type {essence!r}; only files and directories are accepted",
-                    entry=name,
-                )
-        # With a Content-Transfer-Encoding, Content-Length counts the encoded bytes: it frames
-        # the part, and the content's size is known only once it is decoded.
-        framing = self._declared_size(known.get("content-length"), where, name)
+        if len(known) > 1:  # more than the disposition
+            decoder = _decoder(known.get("content-transfer-encoding"), name)
+            media_type = known.get("content-type")
+            if media_type is not None:
+                essence = media_type.partition(";")[0].strip().lower()
+                if essence in _SPECIAL_FILE_TYPES:
+                    raise ProtocolError(
+                        f"multipart part {name!r}: media type {essence!r}; only files and"
+                        " directories are accepted",
+                        entry=name,
+                    )
+            # With a Content-Transfer-Encoding, Content-Length counts the encoded bytes: it
+            # frames the part, and the content's size is known only once it is decoded.
+            framing = _declared_size(known.get("content-length"), name)
+        else:
+            media_type = framing = None
         size = framing if decoder is None else None
         is_dir = name.endswith("/")
         if is_dir and framing:
-            raise ProtocolError(f"{where}: a directory part declares {framing} bytes", entry=name)
+            raise ProtocolError(
+                f"multipart part {name!r}: a directory part declares {framing} bytes", entry=name
+            )
         if size is not None:
             self._tracker.declare(name, size)
         self._parts = number
         self._name, self._declared, self._received, self._is_dir = name, framing, 0, is_dir
         self._decoder, self._decoded = decoder, 0
-        self._state = _State.DATA
         return EntryStart(
-            name=name, size=size, media_type=media_type, is_dir=is_dir, headers=tuple(headers)
+            name=name, size=size, media_type=media_type, is_dir=is_dir, headers=headers
         )
 
-    @staticmethod
-    def _declared_size(value: str | None, where: str, name: str) -> int | None:
-        if value is None:
-            return None
-        if not _DIGITS.fullmatch(value):
-            raise ProtocolError(f"{where}: Content-Length {value!r} is not a size", entry=name)
-        return int(value)
+
+def _decoder(encoding: str | None, name: str) -> _Decoder | None:
+    """The decoder of a part's Content-Transfer-Encoding; None for the identity encodings."""
+    if encoding is None or encoding.lower() in _IDENTITY_ENCODINGS:
+        return None
+    decoder_type = _DECODERS.get(encoding.lower())
+    if decoder_type is None:
+        raise ProtocolError(
+            f"multipart part {name!r}: Content-Transfer-Encoding {encoding!r} is not supported"
+            " (only base64, quoted-printable, 7bit, 8bit and binary)",
+            entry=name,
+        )
+    return decoder_type(f"multipart part {name!r}")
+
+
+def _declared_size(value: str | None, name: str) -> int | None:
+    """A part's Content-Length as a number; None when it has none."""
+    if value is None:
+        return None
+    if not _DIGITS.fullmatch(value):
+        raise ProtocolError(
+            f"multipart part {name!r}: Content-Length {value!r} is not a size", entry=name
+        )
+    return int(value)
 
 
 def _parse_headers(
-    block: bytes, label: str, max_headers: int
-) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """Read a part's header block (lines joined by CRLF, no blank line).
+    block: bytes, number: int, max_headers: int
+) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+    """Read the header block of part number ``number`` (lines joined by CRLF, no blank line).
 
     Returns:
         Every header as (lower-cased name, value), and the headers this reader acts on by
         name, each of which may appear only once.
     """
-    lines = block.split(_CRLF) if block else []
-    if len(lines) > max_headers:
-        raise LimitExceeded(f"{label}: {len(lines)} header lines, over {max_headers} (max_headers)")
     try:
         text = block.decode("utf-8")
     except UnicodeDecodeError as error:
+        _check_header_count(block.count(_CRLF) + 1, number, max_headers)
         broken = block[: error.start].rpartition(_CRLF)[2].partition(b":")[0]
         raise ProtocolError(
-            f"{label}: header {broken.decode('ascii', 'replace')!r} is not UTF-8"
+            f"multipart part #{number}: header {broken.decode('ascii', 'replace')!r} is not UTF-8"
         ) from None
+    if not text:
+        return (), {}
+    usual = _USUAL_HEADERS.fullmatch(text)
+    if usual is not None and (usual[2] is None or max_headers > 1):
+        disposition = usual[1].rstrip(" \t")
+        if usual[2] is None:
+            return (("content-disposition", disposition),), {"content-disposition": disposition}
+        media_type = usual[2].rstrip(" \t")
+        return (
+            ("content-disposition", disposition),
+            ("content-type", media_type),
+        ), {"content-disposition": disposition, "content-type": media_type}
+    lines = text.split("\r\n")
+    _check_header_count(len(lines), number, max_headers)
     headers: list[tuple[str, str]] = []
     known: dict[str, str] = {}
-    for line in text.split("\r\n") if text else ():
-        match = _HEADER_LINE.fullmatch(line)
-        if match is None:
-            raise _bad_header_line(line, label)
-        name = match[1].lower()
-        value = (match[2] or "").rstrip(" \t")
+    for line in lines:
+        # A printable line (so no CR, LF, NUL, nor tab) whose name is a token is read with
+        # string methods, a few times faster than _HEADER_LINE, which reads the others: it
+        # accepts the same lines, and names the fault of the others.
+        name, colon, value = line.partition(":")
+        if colon and line.isprintable() and (name in _USUAL_HEADER_NAMES or _TOKEN.fullmatch(name)):
+            value = value.strip(" ")
+        else:
+            match = _HEADER_LINE.fullmatch(line)
+            if match is None:
+                raise _bad_header_line(line, number)
+            name, value = match[1], (match[2] or "").rstrip(" \t")
+        name = name.lower()
         headers.append((name, value))
         if name in _SINGLE_HEADERS:
             if name in known:
-                raise ProtocolError(f"{label}: more than one {name} header")
+                raise ProtocolError(f"multipart part #{number}: more than one {name} header")
             known[name] = value
-    return headers, known
+    return tuple(headers), known
 
 
-def _bad_header_line(line: str, label: str) -> ProtocolError:
+def _check_header_count(lines: int, number: int, max_headers: int) -> None:
+    if lines > max_headers:
+        raise LimitExceeded(
+            f"multipart part #{number}: {lines} header lines, over {max_headers} (max_headers)"
+        )
+
+
+def _bad_header_line(line: str, number: int) -> ProtocolError:
+    label = f"multipart part #{number}"
     if line[:1] in (" ", "\t"):
         return ProtocolError(f"{label}: folded header line {line[:64]!r}")
     if any(c in line for c in "\r\n\x00"):
