@@ -484,6 +484,10 @@ class _State(enum.Enum):
     DONE = enum.auto()  # End was given; the epilogue is being dropped
 
 
+# The states as module globals: looking a member up on its Enum class costs a call each time.
+_S_PREAMBLE, _S_BOUNDARY, _S_HEADERS, _S_BODY, _S_SCAN, _S_DATA, _S_CLOSED, _S_DONE = _State
+
+
 class MultipartReader:
     """Decode a multipart body incrementally, h11 style.
 
@@ -562,7 +566,7 @@ class MultipartReader:
         self._pos = 0
         self._eof = False
         self._error: MultirespError | None = None
-        self._state = _State.PREAMBLE
+        self._state = _S_PREAMBLE
         self._skipped = -len(_CRLF)  # preamble or epilogue bytes dropped (not the CRLF above)
         self._header_scanned = 0  # bytes of the current header block searched already
         self._parts = 0
@@ -589,7 +593,7 @@ class MultipartReader:
             raise RuntimeError("receive_data() called with bytes after the end of input")
         if not isinstance(data, bytes):
             data = bytes(data)
-        if self._state is _State.DONE:
+        if self._state is _S_DONE:
             self._skipped += len(data)
             return
         buf, pos = self._buf, self._pos
@@ -622,45 +626,45 @@ class MultipartReader:
         """
         if self._error is not None:
             raise self._error
+        event: Event | _Sentinel | None
         try:
-            return self._next_event()
+            while True:  # the states in the order of how often they are met
+                state = self._state
+                if state is _S_SCAN:
+                    event = self._scan_event()
+                elif state is _S_BOUNDARY:
+                    event = self._boundary_event()
+                elif state is _S_HEADERS:
+                    return self._headers_event()
+                elif state is _S_DATA:
+                    event = self._sized_event()
+                elif state is _S_BODY:
+                    event = self._body_start()
+                elif state is _S_PREAMBLE:
+                    event = self._skip_preamble()
+                else:
+                    return self._end()
+                if event is not None:
+                    return event
         except MultirespError as exc:
             self._error = exc
             raise
 
-    def _next_event(self) -> Event | _Sentinel:
-        event: Event | _Sentinel | None
-        while True:
-            state = self._state
-            if state is _State.SCAN:
-                event = self._scan_event()
-            elif state is _State.BOUNDARY:
-                event = self._boundary_event()
-            elif state is _State.HEADERS:
-                return self._headers_event()
-            elif state is _State.DATA:
-                event = self._sized_event()
-            elif state is _State.BODY:
-                event = self._body_start()
-            elif state is _State.PREAMBLE:
-                event = self._skip_preamble()
-            elif state is _State.CLOSED:
-                self._skipped = len(self._buf) - self._pos
-                self._buf, self._pos = b"", 0
-                self._state = _State.DONE
-                return End()
-            else:  # DONE
-                self._buf, self._pos = b"", 0
-                if self._skipped > MAX_EPILOGUE_BYTES:
-                    raise ProtocolError(
-                        f"multipart epilogue over {MAX_EPILOGUE_BYTES} bytes after the"
-                        " closing boundary"
-                    )
-                return End()
-            if event is not None:
-                return event
-
     # -- the states ----------------------------------------------------------------------
+
+    def _end(self) -> End:
+        """After the closing delimiter: End, and then drop the epilogue, up to its bound."""
+        if self._state is _S_CLOSED:
+            self._skipped = len(self._buf) - self._pos
+            self._buf, self._pos = b"", 0
+            self._state = _S_DONE
+            return End()
+        self._buf, self._pos = b"", 0
+        if self._skipped > MAX_EPILOGUE_BYTES:
+            raise ProtocolError(
+                f"multipart epilogue over {MAX_EPILOGUE_BYTES} bytes after the closing boundary"
+            )
+        return End()
 
     def _skip_preamble(self) -> _Sentinel | None:
         """Drop bytes up to the first delimiter; None when it was reached."""
@@ -676,7 +680,7 @@ class MultipartReader:
                 f" {self._delimiter[2:].decode('ascii')!r} line found"
             )
         if found:
-            self._state = _State.BOUNDARY
+            self._state = _S_BOUNDARY
             self._skipped = 0
             return None
         if self._eof:
@@ -689,7 +693,7 @@ class MultipartReader:
         """Read a delimiter line; close the open part, if any (None when there was none)."""
         if self._buf.startswith(self._delimiter_crlf, self._pos):  # the usual line
             self._pos += len(self._delimiter)
-            self._state = _State.HEADERS
+            self._state = _S_HEADERS
         else:
             line = self._delimiter_line()
             if line is None:
@@ -700,7 +704,7 @@ class MultipartReader:
                     )
                 return NEED_DATA
             closing, self._pos = line
-            self._state = _State.CLOSED if closing else _State.HEADERS
+            self._state = _S_CLOSED if closing else _S_HEADERS
         if self._name is None:
             return None
         event = EntryEnd(name=self._name, size=self._decoded)
@@ -711,7 +715,8 @@ class MultipartReader:
         buf, pos = self._buf, self._pos
         # The block runs from the CRLF that ends the delimiter line to the blank line.
         window_end = pos + len(_CRLF) + self._max_header_bytes
-        start = pos + max(0, self._header_scanned - len(_HEADERS_END) + 1)
+        scanned = self._header_scanned  # not searched again, but for a blank line cut in two
+        start = pos + scanned - len(_HEADERS_END) + 1 if scanned >= len(_HEADERS_END) else pos
         end = buf.find(_HEADERS_END, start, window_end)
         if end == -1:
             available = len(buf) - pos
@@ -727,17 +732,17 @@ class MultipartReader:
             self._header_scanned = available
             return NEED_DATA
         self._header_scanned = 0
-        block = bytes(buf[pos + len(_CRLF) : end])
-        event = self._start_part(block)
+        block = buf[pos + len(_CRLF) : end]
+        event = self._start_part(block if type(block) is bytes else bytes(block))
         if self._declared is None:
             # Stop at the blank line's CRLF: followed by "--" BOUNDARY, it is a delimiter.
             self._pos = end + len(_CRLF)
-            self._state = _State.BODY
+            self._state = _S_BODY
             if len(buf) - self._pos >= len(self._delimiter):  # enough bytes to tell now
                 self._body_start()
         else:
             self._pos = end + len(_HEADERS_END)
-            self._state = _State.DATA
+            self._state = _S_DATA
         return event
 
     def _body_start(self) -> _Sentinel | None:
@@ -752,10 +757,10 @@ class MultipartReader:
                 raise self._truncated()
             return NEED_DATA
         if buf.startswith(delimiter, pos):
-            self._state = _State.BOUNDARY
+            self._state = _S_BOUNDARY
         else:
             self._pos = pos + len(_CRLF)
-            self._state = _State.SCAN
+            self._state = _S_SCAN
         return None
 
     def _sized_event(self) -> Data | _Sentinel | None:
@@ -784,7 +789,7 @@ class MultipartReader:
             if end == pos:
                 return self._part_done()
             if self._decoder is None:  # no decoder to flush: the delimiter line is next
-                self._state = _State.BOUNDARY
+                self._state = _S_BOUNDARY
             return self._hand_out(end)
         end = self._safe_end()
         if end > pos:
@@ -808,7 +813,7 @@ class MultipartReader:
 
     def _part_done(self) -> Data | None:
         """The open part's body ended: the decoder's last bytes, or None (go read the boundary)."""
-        self._state = _State.BOUNDARY
+        self._state = _S_BOUNDARY
         decoder, self._decoder = self._decoder, None
         if decoder is not None and (tail := decoder.finish()):
             return self._decoded_data(tail)
@@ -933,10 +938,10 @@ class MultipartReader:
             )
         self._tracker.admit(name)
         decoder: _Decoder | None = None
+        media_type = framing = None
         if len(known) > 1:  # more than the disposition
-            decoder = _decoder(known.get("content-transfer-encoding"), name)
             media_type = known.get("content-type")
-            if media_type is not None:
+            if media_type is not None and "inode/" in media_type.lower():
                 essence = media_type.partition(";")[0].strip().lower()
                 if essence in _SPECIAL_FILE_TYPES:
                     raise ProtocolError(
@@ -944,11 +949,14 @@ class MultipartReader:
                         " directories are accepted",
                         entry=name,
                     )
+            encoding = known.get("content-transfer-encoding")
+            if encoding is not None:
+                decoder = _decoder(encoding, name)
             # With a Content-Transfer-Encoding, Content-Length counts the encoded bytes: it
             # frames the part, and the content's size is known only once it is decoded.
-            framing = _declared_size(known.get("content-length"), name)
-        else:
-            media_type = framing = None
+            length = known.get("content-length")
+            if length is not None:
+                framing = _declared_size(length, name)
         size = framing if decoder is None else None
         is_dir = name.endswith("/")
         if is_dir and framing:
@@ -965,9 +973,9 @@ class MultipartReader:
         )
 
 
-def _decoder(encoding: str | None, name: str) -> _Decoder | None:
+def _decoder(encoding: str, name: str) -> _Decoder | None:
     """The decoder of a part's Content-Transfer-Encoding; None for the identity encodings."""
-    if encoding is None or encoding.lower() in _IDENTITY_ENCODINGS:
+    if encoding.lower() in _IDENTITY_ENCODINGS:
         return None
     decoder_type = _DECODERS.get(encoding.lower())
     if decoder_type is None:
@@ -979,10 +987,8 @@ def _decoder(encoding: str | None, name: str) -> _Decoder | None:
     return decoder_type(f"multipart part {name!r}")
 
 
-def _declared_size(value: str | None, name: str) -> int | None:
-    """A part's Content-Length as a number; None when it has none."""
-    if value is None:
-        return None
+def _declared_size(value: str, name: str) -> int:
+    """A part's Content-Length as a number."""
     if not _DIGITS.fullmatch(value):
         raise ProtocolError(
             f"multipart part {name!r}: Content-Length {value!r} is not a size", entry=name
