@@ -784,16 +784,17 @@ class MultipartReader:
     def _scan_event(self) -> Data | _Sentinel | None:
         """Hand out the next bytes of a part without Content-Length; None at its delimiter."""
         buf, pos = self._buf, self._pos
-        end = buf.find(self._delimiter, pos)
-        if end != -1:
-            if end == pos:
-                return self._part_done()
-            if self._decoder is None:  # no decoder to flush: the delimiter line is next
-                self._state = _S_BOUNDARY
-            return self._hand_out(end)
-        end = self._safe_end()
-        if end > pos:
-            return self._hand_out(end)
+        if pos < len(buf):
+            end = buf.find(self._delimiter, pos)
+            if end != -1:
+                if end == pos:
+                    return self._part_done()
+                if self._decoder is None:  # no decoder to flush: the delimiter line is next
+                    self._state = _S_BOUNDARY
+                return self._hand_out(end)
+            end = self._safe_end()
+            if end > pos:
+                return self._hand_out(end)
         if self._eof:
             raise self._truncated()
         return NEED_DATA
@@ -804,11 +805,10 @@ class MultipartReader:
         """Where the bytes that might begin a delimiter start (the buffer's end if none)."""
         buf, delimiter = self._buf, self._delimiter
         end = len(buf)
-        cr = buf.find(b"\r", max(self._pos, end - len(delimiter) + 1))
-        while cr != -1:
-            if delimiter.startswith(buf[cr:]):
-                return cr
-            cr = buf.find(b"\r", cr + 1)
+        # The boundary holds no CR: only the last CR of the tail can begin a delimiter.
+        cr = buf.rfind(b"\r", max(self._pos, end - len(delimiter) + 1))
+        if cr != -1 and delimiter.startswith(buf[cr:]):
+            return cr
         return end
 
     def _part_done(self) -> Data | None:
