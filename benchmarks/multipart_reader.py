@@ -38,7 +38,8 @@ from collections.abc import Callable, Sequence
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from multiresp._events import NEED_DATA, Data, End
-from multiresp._multipart import MultipartReader, MultipartWriter
+from multiresp._multipart import MultipartWriter
+from multiresp._multipart_reader import MultipartReader
 
 MIB = 1024 * 1024  # bytes
 KIB = 1024  # bytes

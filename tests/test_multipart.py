@@ -1,4 +1,4 @@
-"""Tests of the pure multipart writer and reader (multiresp._multipart)."""
+"""Tests of the pure multipart writer and reader (multiresp._multipart, _multipart_reader)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from hypothesis import strategies as st
 
 from multiresp import IntegrityError, LimitExceeded, Limits, ProtocolError, UnsafeNameError
 from multiresp._events import NEED_DATA, Data, End, EntryEnd, EntryStart
-from multiresp._multipart import (
+from multiresp._multipart import MultipartWriter, multipart_size
+from multiresp._multipart_reader import (
     MAX_EPILOGUE_BYTES,
     MAX_PADDING_BYTES,
     MAX_PREAMBLE_BYTES,
     MultipartReader,
-    MultipartWriter,
     boundary_from_content_type,
-    multipart_size,
 )
 from multiresp._names import check_name, content_disposition, parse_header_params
 
