@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from multiresp import Entry, _filecrc, _pace, _rangereader
+from multiresp import Entry, _fs, _pace
 from multiresp import _pump as pump
 from multiresp._crccache import CrcCache
 from multiresp._encoders import _ZipEncoder
@@ -58,9 +58,7 @@ def app() -> Starlette:
     files = sorted(DATA.glob("*.bin"))
 
     async def crc_cold(request: Request) -> Response:
-        cold = CrcCache()
-        for reader in (pump, _filecrc, _rangereader):  # each binds the shared cache
-            reader.crc_cache = cold
+        _fs.crc_cache = CrcCache()  # the one module that binds the shared cache
         return ZipStreamResponse(files)
 
     async def crc_warm(request: Request) -> Response:

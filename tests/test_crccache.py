@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 import multiresp
-from multiresp import Entry, _crccache, _filecrc, _pump, _rangereader
+from multiresp import Entry, _crccache, _fs
 from multiresp._crccache import ENV_VAR, RACY_NS, TABLE, CrcCache, CrcKey
 from multiresp._fs import PathSource
 
@@ -94,7 +94,7 @@ def shared_cache() -> Iterator[CrcCache]:
 
 
 def test_use_crc_cache_turns_on_the_pumps_cache(db: pathlib.Path, shared_cache: CrcCache) -> None:
-    assert all(m.crc_cache is shared_cache for m in (_pump, _filecrc, _rangereader))
+    assert _fs.crc_cache is shared_cache  # what every file source asks
     multiresp.use_crc_cache(db, max_entries=10)
     shared_cache.put(fake(3), 33, read_from_ns=OLD)
     assert CrcCache(path=db).get(fake(3)) == 33

@@ -299,7 +299,7 @@ def aiohttp_body(files: dict[str, bytes], *, quote_fields: bool) -> tuple[str, b
 
 
 def read_multipart(content_type: str, body: bytes, step: int) -> dict[str, bytes]:
-    from multiresp._multipart import MultipartReader, boundary_from_content_type
+    from multiresp._multipart_reader import MultipartReader, boundary_from_content_type
 
     reader = MultipartReader(boundary_from_content_type(content_type))
     events: list[Event] = []

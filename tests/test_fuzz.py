@@ -24,7 +24,8 @@ import zipstream
 
 from multiresp import Limits, MultirespError
 from multiresp._events import NEED_DATA, Data, End, EntryEnd, EntryStart
-from multiresp._multipart import MultipartReader, MultipartWriter
+from multiresp._multipart import MultipartWriter
+from multiresp._multipart_reader import MultipartReader
 from multiresp._zipreader import ZipReader
 from multiresp._zipwriter import ZipEntryInfo, ZipWriter
 

@@ -1,4 +1,4 @@
-"""Tests of the pure multipart writer and reader (multiresp._multipart)."""
+"""Tests of the pure multipart writer and reader (multiresp._multipart, _multipart_reader)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,13 @@ from hypothesis import strategies as st
 
 from multiresp import IntegrityError, LimitExceeded, Limits, ProtocolError, UnsafeNameError
 from multiresp._events import NEED_DATA, Data, End, EntryEnd, EntryStart
-from multiresp._multipart import (
+from multiresp._multipart import MultipartWriter, multipart_size
+from multiresp._multipart_reader import (
     MAX_EPILOGUE_BYTES,
     MAX_PADDING_BYTES,
     MAX_PREAMBLE_BYTES,
     MultipartReader,
-    MultipartWriter,
     boundary_from_content_type,
-    multipart_size,
 )
 from multiresp._names import check_name, content_disposition, parse_header_params
 
@@ -694,6 +693,99 @@ def test_too_many_headers_are_refused() -> None:
     with pytest.raises(LimitExceeded, match=r"part #1: 33 header lines, over 32 \(max_headers\)"):
         read([body])
     assert len(read([body], max_headers=33)) == 1
+
+
+def test_a_browser_header_block_still_counts_against_max_headers() -> None:
+    part = raw_part(['Content-Disposition: form-data; name="f"; filename="a"', "Content-Type: a/b"])
+    with pytest.raises(LimitExceeded, match=r"part #1: 2 header lines, over 1 \(max_headers\)"):
+        read([raw_body(part)], max_headers=1)
+    [got] = read([raw_body(part)], max_headers=2)
+    assert got.start.headers == (
+        ("content-disposition", 'form-data; name="f"; filename="a"'),
+        ("content-type", "a/b"),
+    )
+
+
+# Header lines as the reader read them one by one with this expression before it took the
+# usual blocks in one match and with string methods: both paths must agree with it.
+REFERENCE_HEADER_LINE = re.compile(
+    r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^ \t\r\n\x00][^\r\n\x00]*)?"
+)
+SINGLE_HEADERS = {
+    "content-disposition",
+    "content-type",
+    "content-length",
+    "content-transfer-encoding",
+}
+
+
+def reference_headers(block: str) -> list[tuple[str, str]] | str:
+    """The headers of a block, or the rule it breaks."""
+    headers: list[tuple[str, str]] = []
+    for line in block.split("\r\n") if block else []:
+        match = REFERENCE_HEADER_LINE.fullmatch(line)
+        if match is None:
+            return "header line"
+        name = match[1].lower()
+        if name in SINGLE_HEADERS and name in dict(headers):
+            return f"more than one {name} header"
+        headers.append((name, (match[2] or "").rstrip(" \t")))
+    return headers
+
+
+header_names = st.sampled_from(
+    [
+        *("Content-Disposition", "Content-Type", "content-type", "CONTENT-DISPOSITION", "X-A"),
+        *("Content-Length", "bad name", "", " Content-Type", "Content-Type ", "\u00e9", "X\x00"),
+    ]
+)
+header_values = st.text(
+    st.sampled_from([" ", "\t", "\r", "\n", "\x00", "\x0b", "\xa0", "\u00e9", "a", ";", '"', ":"]),
+    max_size=8,
+).map(lambda noise: f'form-data; name="f"; filename="a{noise}"')
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    lines=st.lists(
+        st.tuples(
+            header_names, st.sampled_from([":", ": ", ":\t", ": \xa0", ":\x0b"]), header_values
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    trailing=st.sampled_from(["", " ", "\t", " \t ", "\xa0", " \x0b"]),
+)
+def test_header_blocks_are_read_as_line_by_line(
+    lines: list[tuple[str, str, str]], trailing: str
+) -> None:
+    block = "\r\n".join(name + colon + value + trailing for name, colon, value in lines)
+    expected = reference_headers(block)
+    body = raw_body(raw_part([block], b"x"))
+    if isinstance(expected, str):
+        with pytest.raises(ProtocolError, match=expected):
+            read([body])
+        return
+    try:
+        [got] = read([body])
+    except (ProtocolError, UnsafeNameError) as error:  # a rule on the headers it acts on
+        assert "header line" not in str(error) and "more than one" not in str(error)
+    else:
+        assert list(got.start.headers) == expected
+
+
+def test_data_comes_out_as_bytes_whatever_the_reads() -> None:
+    """A part's headers longer than MAX_BYTES_JOIN, in small reads, pass through a bytearray."""
+    padding = [f"X-{i}: {'v' * 400}" for i in range(20)]  # about 8 KiB of headers
+    body = raw_body(
+        raw_part(['Content-Disposition: form-data; name="f"; filename="a"', *padding], b"x" * 999)
+    )
+    for size in (1, 100, 5000):
+        reader = MultipartReader(BOUNDARY)
+        pieces = [body[i : i + size] for i in range(0, len(body), size)]
+        data = [e for e in events(pieces, reader) if isinstance(e, Data)]
+        assert b"".join(e.data for e in data) == b"x" * 999
+        assert {type(e.data) for e in data} == {bytes}
 
 
 def test_too_many_parts_are_refused() -> None:

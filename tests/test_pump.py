@@ -7,6 +7,7 @@ import io
 import itertools
 import os
 import pathlib
+import threading
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from multiresp import Entry
 from multiresp._encoders import _ZipEncoder
+from multiresp._fs import FileReader
 from multiresp._pace import MIN_BLOCK, READ_BLOCK, SHARED_BUDGET, Pace
 from multiresp._pump import Pump, _BlockingWork
 from multiresp._validators import predict_zip_size
@@ -134,9 +136,9 @@ def test_duplicate_names_in_a_stream_are_refused() -> None:
 
 
 def test_crcs_of_upcoming_files_are_computed_ahead(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import multiresp._pump as pump
+    from multiresp._fs import PathSource
 
     entries = []
     for i in range(4):
@@ -144,17 +146,14 @@ def test_crcs_of_upcoming_files_are_computed_ahead(
         path.write_bytes(bytes([i]) * (READ_BLOCK + 1000 * i + 1))
         entries.append(Entry.from_path(path))
     computed_ahead = []
-    original = pump._path_crc  # the pump's look-ahead submits the name it imported
+    original = PathSource.crc  # the look-ahead asks each source for its CRC
 
-    def spy(entry: Entry, source: pump.PathSource, stop: object) -> int:
+    def spy(source: PathSource, entry: Entry, stop: threading.Event) -> int:
         computed_ahead.append(entry.name)
-        return original(entry, source, stop)  # type: ignore[arg-type]
+        return original(source, entry, stop)
 
-    pump._path_crc = spy  # type: ignore[assignment]
-    try:
-        body = anyio.run(collect, entries, "store")
-    finally:
-        pump._path_crc = original
+    monkeypatch.setattr(PathSource, "crc", spy)
+    body = anyio.run(collect, entries, "store")
     # The first two start at once on the pool's two threads; the third may still be queued
     # when its turn comes on a busy machine, and is then computed where it is needed instead.
     assert computed_ahead[:2] == ["large-1.bin", "large-2.bin"], computed_ahead
@@ -227,8 +226,8 @@ def test_one_deflate_step_reads_at_most_a_block_of_zeros(tmp_path: pathlib.Path)
     work.pending.append(Entry.from_path(path))
     try:
         work.step()
-        assert work._file is not None
-        assert work._file.tell() <= READ_BLOCK  # one block, not 1 MiB of output's worth
+        assert work._left is not None
+        assert 16 * READ_BLOCK - work._left <= READ_BLOCK  # one block, not 1 MiB of output's
     finally:
         work.close()
 
@@ -287,11 +286,11 @@ def test_close_during_an_abandoned_step_leaves_the_file_to_the_step(
     work = _BlockingWork(_ZipEncoder("store", None))
     work.pending.append(Entry.from_path(path))
     work.step()
-    f = work._file
-    assert f is not None
+    reader = work._reader
+    assert isinstance(reader, FileReader)
     work._running = True  # as if a hop were still reading in an abandoned thread
     work.close()
-    assert not f.closed  # never closed under a running read
+    assert reader._fd >= 0  # never closed under a running read
     work._running = False
     assert work.step() == []  # the step that ends after close() releases it
-    assert f.closed
+    assert reader._fd == -1

@@ -18,6 +18,7 @@ CORE = [
     "_zipwriter",
     "_zipreader",
     "_multipart",
+    "_multipart_reader",
     "_http",
     "_limits",
     "_plan",

@@ -26,7 +26,8 @@ from multiresp import (
     UnsafeNameError,
 )
 from multiresp._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event, _Sentinel
-from multiresp._multipart import MultipartReader, MultipartWriter
+from multiresp._multipart import MultipartWriter
+from multiresp._multipart_reader import MultipartReader
 from multiresp._zipreader import ZipReader
 
 from ziputil import Unseekable

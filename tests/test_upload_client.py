@@ -31,7 +31,7 @@ from starlette.routing import Route
 import multiresp._fs
 from multiresp import Entry, IntegrityError, UnsafeNameError, walk
 from multiresp._events import Data, EntryStart
-from multiresp._multipart import MultipartReader
+from multiresp._multipart_reader import MultipartReader
 from multiresp._uploading import Tracker, iter_body, plan_upload
 from multiresp.client import Progress, aupload, upload
 

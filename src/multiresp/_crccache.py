@@ -10,14 +10,15 @@ A row's key is a text naming the content exactly: a kind tag and its format vers
 the kind's facts. A file is ``("file", 1, <host scope>, device, inode, size, mtime_ns,
 ctime_ns)``; the host scope is the kernel's boot id, because device numbers mean something
 only within one boot of one host, so a cache file copied or shared elsewhere, or read after a
-reboot, answers nothing for files. Another kind of source names itself by a ``crc_key``
-property (for an object in a store: ``("s3", 1, endpoint, bucket, key, version or ETag,
-size)``), with no host scope.
+reboot, answers nothing for files. Every kind of source names itself by its ``crc_key``
+property (a file builds the key above; an object in a store: ``("s3", 1, endpoint, bucket,
+key, version or ETag, size)``, with no host scope).
 
 Never stale: any change to a file's bytes moves its ctime, unless the change falls in the
 same tick of the file system's clock as the change before it (up to 2 s on FAT, a few ms on
-ext4). So a file's CRC is remembered only when its ctime and mtime are older than the start of
-the read that computed it by ``RACY_SECONDS`` (git's "racily clean" rule): a write during or
+ext4). So the CRC of a source that says when it last changed (``changed_ns``: a file's newer
+of ctime and mtime) is remembered only when that is older than the start of the read that
+computed it by ``RACY_SECONDS`` (git's "racily clean" rule): a write during or
 after that read then shows in the key. The start of the read is the first ``get`` that missed
 (the pump asks before it reads), or ``read_from_ns`` passed to ``put``. A file written through
 a shared memory map can change without a new ctime; no check by time can see that.
@@ -43,8 +44,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from ._fs import PathSource
-
 if TYPE_CHECKING:
     import sqlite3
 
@@ -69,16 +68,23 @@ CrcKey = tuple[str | int, ...]
 
 
 class KeyedSource(Protocol):
-    """A source that names its content for the CRC cache (an object in a store)."""
+    """A source that names its content for the CRC cache (a file, an object in a store).
+
+    A source whose key may stay the same while its bytes change within one tick of a clock
+    (a file: its times) also has ``changed_ns``, when it last changed (``time.time_ns``
+    scale); its CRC is then remembered only when that is ``RACY_SECONDS`` older than the read
+    that computed it.
+    """
 
     @property
     def crc_key(self) -> CrcKey:
         """A kind tag, its format version, then facts that say the bytes are the same
-        wherever the key is read (never a fact local to one host)."""
+        wherever the key is read (never a fact local to one host, unless the key names the
+        host's scope, as a file's does)."""
         ...
 
 
-Source = PathSource | KeyedSource
+Source = KeyedSource
 
 
 @functools.cache
@@ -96,9 +102,7 @@ def host_scope() -> str:
 
 
 def cache_key(source: Source) -> CrcKey:
-    """The key under which the CRC of ``source`` is kept."""
-    if isinstance(source, PathSource):
-        return ("file", FILE_KEY_VERSION, host_scope(), *source.key)
+    """The key under which the CRC of ``source`` is kept: its ``crc_key``."""
     return tuple(source.crc_key)
 
 
@@ -264,17 +268,19 @@ class CrcCache:
             source: The source whose bytes were read.
             crc: Their CRC-32.
             read_from_ns: ``time.time_ns()`` taken before the first byte was read; defaults to
-                the time of the first ``get`` that missed. A file's CRC is remembered only
-                when the file had not changed for ``RACY_SECONDS`` before that.
+                the time of the first ``get`` that missed. The CRC of a source with
+                ``changed_ns`` (a file) is remembered only when it had not changed for
+                ``RACY_SECONDS`` before that.
             shared: False keeps it in this process's memory only: for a small file, reading it
                 again costs less than a write to the shared file (about 0.25 ms).
         """
         key = cache_key(source)
         with self._lock:
             missed = self._misses.pop(key, None)
-            if isinstance(source, PathSource):
+            changed: int | None = getattr(source, "changed_ns", None)
+            if changed is not None:
                 start = missed if read_from_ns is None else read_from_ns
-                if start is None or max(source.mtime_ns, source.ctime_ns) > start - RACY_NS:
+                if start is None or changed > start - RACY_NS:
                     return
             self._remember(key, crc)
         store = self._shared() if shared else None

@@ -32,7 +32,7 @@ from typing import Literal, Protocol
 
 from ._errors import LimitExceeded, MultirespError, ProtocolError
 from ._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event, _Sentinel
-from ._multipart import MultipartReader, boundary_from_content_type
+from ._multipart_reader import MultipartReader, boundary_from_content_type
 from ._names import parse_header_params
 from ._types import Limits
 from ._zipreader import ZipReader

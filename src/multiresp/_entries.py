@@ -1,13 +1,14 @@
 """Entries (what gets sent) and their sources.
 
-An :class:`Entry` is a name plus metadata plus a *source* that can produce its bytes. Sources
-come in four kinds; the responses read them in large blocks off the event loop:
+An :class:`Entry` is a name plus metadata plus a *source* that can produce its bytes: any
+object that implements :class:`~multiresp._sources.Source` (the responses ask it, never its
+class). The kinds built in:
 
 - :class:`PathSource` - a file on disk; re-readable, identified by device and inode, unchanged
   while its size, mtime and ctime are (see ``_fs``: opened beneath its walk's root);
-- :class:`BytesSource` - bytes in memory; re-readable;
-- :class:`IterSource` - a synchronous iterable of chunks; read once;
-- :class:`AsyncIterSource` - an asynchronous iterable of chunks; read once.
+- :class:`BytesSource` - bytes in memory; re-readable, identified by their CRC-32;
+- :class:`IterSource` - a synchronous iterable of chunks; read once, in worker threads;
+- :class:`AsyncIterSource` - an asynchronous iterable of chunks; read once, on the event loop.
 
 Directory entries (names ending in ``/``) have no source.
 """
@@ -19,13 +20,17 @@ import functools
 import mimetypes
 import os
 import stat
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ._filereads import SEND_PIECE
 from ._fs import PathSource as PathSource
 from ._fs import Root, scan
 from ._names import check_name
+from ._sources import Source as Source
+from ._sources import SourceBase
+from ._zipformat import crc32
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta
@@ -40,29 +45,142 @@ DIRECTORY_MODE = 0o755  # rwxr-xr-x: the mode of a directory entry not made from
 
 
 @dataclass(frozen=True, slots=True)
-class BytesSource:
-    """Bytes held in memory."""
+class BytesSource(SourceBase):
+    """Bytes held in memory: re-readable, identified by their CRC-32 (computed once)."""
 
     data: bytes
+    _crc: int | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def identity(self) -> int:
+        """Their CRC-32: what names bytes alike on every replica."""
+        return self.known_crc()
+
+    def known_crc(self) -> int:
+        """Their CRC-32, computed at the first call."""
+        crc = self._crc
+        if crc is None:
+            crc = crc32(self.data, 0)
+            object.__setattr__(self, "_crc", crc)  # a cache, not a fact: frozen otherwise
+        return crc
+
+    def read_all(self, entry: Entry) -> bytes:
+        return self.data
+
+    def open(self, entry: Entry, offset: int = 0) -> _BytesReader:
+        return _BytesReader(self.data, offset)
+
+
+class _BytesReader:
+    """Bytes from an offset, in pieces of at most ``SEND_PIECE`` (slices of the bytes)."""
+
+    __slots__ = ("_at", "_data")
+
+    def __init__(self, data: bytes, offset: int) -> None:
+        self._data, self._at = data, offset
+
+    def read(self, size: int) -> list[bytes]:
+        at, data = self._at, self._data
+        stop = min(at + max(size, 0), len(data))
+        self._at = max(stop, at)
+        return [data[i : min(i + SEND_PIECE, stop)] for i in range(at, stop, SEND_PIECE)]
+
+    def close(self) -> None:
+        return None
+
+
+def _as_bytes(chunk: object, entry: str) -> bytes:
+    if isinstance(chunk, bytes):
+        return chunk
+    if isinstance(chunk, (bytearray, memoryview)):
+        return bytes(chunk)
+    raise TypeError(f"entry {entry!r}: its iterable yielded {type(chunk).__name__}, not bytes")
 
 
 @dataclass(eq=False, slots=True)
-class IterSource:
-    """A synchronous iterable of byte chunks, read once."""
+class IterSource(SourceBase):
+    """A synchronous iterable of byte chunks, read once (in worker threads)."""
 
-    chunks: Iterable[bytes]
+    iterable: Iterable[bytes]
     consumed: bool = False
+
+    rereadable = False
+
+    @property
+    def size(self) -> None:
+        return None
+
+    def open(self, entry: Entry, offset: int = 0) -> _IterReader:
+        """A reader of the chunks; once.
+
+        Raises:
+            RuntimeError: it was already read.
+        """
+        if self.consumed:
+            raise RuntimeError(f"entry {entry.name!r}: its iterable was already read")
+        if offset:
+            raise ValueError(f"entry {entry.name!r}: an iterable is read from its start only")
+        self.consumed = True
+        return _IterReader(iter(self.iterable), entry.name)
+
+
+class _IterReader:
+    """The chunks of an iterable, whole, about ``size`` bytes per read."""
+
+    __slots__ = ("_chunks", "_entry")
+
+    def __init__(self, chunks: Iterator[bytes], entry: str) -> None:
+        self._chunks, self._entry = chunks, entry
+
+    def read(self, size: int) -> list[bytes]:
+        out: list[bytes] = []
+        got = 0
+        for chunk in self._chunks:
+            data = _as_bytes(chunk, self._entry)
+            if data:
+                out.append(data)
+                got += len(data)
+                if got >= size:
+                    break
+        return out
+
+    def close(self) -> None:
+        return None
 
 
 @dataclass(eq=False, slots=True)
-class AsyncIterSource:
-    """An asynchronous iterable of byte chunks, read once."""
+class AsyncIterSource(SourceBase):
+    """An asynchronous iterable of byte chunks, read once (on the event loop)."""
 
-    chunks: AsyncIterable[bytes]
+    iterable: AsyncIterable[bytes]
     consumed: bool = False
 
+    rereadable = False
+    blocking = False
 
-Source = PathSource | BytesSource | IterSource | AsyncIterSource | None
+    @property
+    def size(self) -> None:
+        return None
+
+    def chunks(self, entry: Entry) -> AsyncIterator[bytes]:
+        """Its chunks, as bytes; once.
+
+        Raises:
+            RuntimeError: it was already read.
+        """
+        if self.consumed:
+            raise RuntimeError(f"entry {entry.name!r}: its async iterable was already read")
+        self.consumed = True
+        return _async_bytes(self.iterable, entry.name)
+
+
+async def _async_bytes(iterable: AsyncIterable[bytes], entry: str) -> AsyncIterator[bytes]:
+    async for chunk in iterable:
+        yield _as_bytes(chunk, entry)
 
 
 def _guess_media_type(name: str) -> str:
@@ -159,7 +277,7 @@ class Entry:
     size: int | None
     mtime: dt.datetime | None
     media_type: str
-    source: Source = field(repr=False, compare=False)
+    source: Source | None = field(repr=False, compare=False)
     mode: int = FILE_MODE
 
     def __post_init__(self) -> None:
@@ -185,15 +303,15 @@ class Entry:
         file's own mtime to the nanosecond, even beyond what ``datetime`` holds)."""
         if self.mtime is None:
             return None
-        source = self.source
-        if isinstance(source, PathSource) and self.mtime == _mtime_from_ns(source.mtime_ns):
-            return source.mtime_ns
+        exact = None if self.source is None else self.source.mtime_ns
+        if exact is not None and self.mtime == _mtime_from_ns(exact):
+            return exact
         return ns_from_datetime(self.mtime)
 
     @property
     def rereadable(self) -> bool:
-        """True when the source can be read again with the same result (paths, bytes)."""
-        return self.source is None or isinstance(self.source, (PathSource, BytesSource))
+        """True when the source can be read again with the same result (a file, bytes)."""
+        return self.source is None or self.source.rereadable
 
     @classmethod
     def from_path(

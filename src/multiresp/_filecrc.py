@@ -1,10 +1,10 @@
-"""The CRC-32 of a listed file, when a zip record wants it before the file's bytes.
+"""The CRC-32 of a source, when a zip record wants it before the source's bytes.
 
 How it works: :func:`file_crc_from` continues a CRC over the next bytes of an open file
-through one reused buffer of ``CRC_PIECE`` bytes, and stops early when asked to.
-:func:`_path_crc` computes a whole file's CRC, checks the file against its entry, and puts it
-in the CRC cache (:mod:`multiresp._crccache`). The pump submits the CRCs of upcoming large
-files to ``_crc_pool``, whose threads run beside the one that reads what is being sent.
+through one reused buffer of ``CRC_PIECE`` bytes, and stops early when asked to (a file's
+:meth:`~multiresp._fs.PathSource.crc` reads through it). The pump submits the CRCs of upcoming
+large re-readable sources (``Source.crc``) to ``_crc_pool``, whose threads run beside the one
+that reads what is being sent.
 """
 
 from __future__ import annotations
@@ -13,10 +13,6 @@ import concurrent.futures
 import threading
 from typing import BinaryIO
 
-from . import _fs
-from ._crccache import crc_cache
-from ._entries import Entry, PathSource
-from ._filereads import _check_unchanged
 from ._zipformat import crc32
 
 CRC_PIECE = 1 << 20  # bytes read per CRC step of a file read only for its CRC (fits in L2)
@@ -42,15 +38,4 @@ def file_crc_from(f: BinaryIO, size: int, crc: int, stop: threading.Event | None
 def _crc_of(pieces: list[bytes], crc: int) -> int:
     for piece in pieces:
         crc = crc32(piece, crc)
-    return crc
-
-
-def _path_crc(entry: Entry, source: PathSource, stop: threading.Event) -> int:
-    """The CRC-32 of a whole file, checked against its entry (identity, size, times); cached."""
-    with open(_fs.open_source(source, entry.name), "rb", buffering=0) as f:
-        crc = file_crc_from(f, source.size, 0, stop)
-        if stop.is_set():
-            raise RuntimeError("cancelled")
-        _check_unchanged(entry, source, f)
-    crc_cache.put(source, crc)
     return crc

@@ -1,22 +1,16 @@
-"""Reading a listed file for a body: checked against its entry, in pieces ready to send.
+"""What every body's reads share: the size of a piece, joining small pieces, abandonable steps.
 
-How it works: a small file is read whole in one read through a plain descriptor
-(:func:`_small_file`), a larger one in pieces of ``SEND_PIECE`` bytes (:func:`_read_pieces`). Each
-file is opened through :func:`multiresp._fs.open_source` and checked against its entry's identity,
-size, mtime and ctime (:func:`_check_unchanged`) so that a file that changed while it was read
-aborts the transfer (:func:`_changed`). :func:`coalesce` joins runs of small pieces into one send
-and passes large ones through without a copy.
+How it works: a source is read in pieces of at most ``SEND_PIECE`` bytes (a file's reader, see
+:mod:`multiresp._fs`; bytes in memory), sent as they are; :func:`coalesce` joins runs of small
+pieces into one send and passes large ones through without a copy. :class:`AbandonableSteps`
+is the guard of the pump's and the range reader's worker-thread steps, which a response may
+abandon while one still runs.
 """
 
 from __future__ import annotations
 
-import os
 import threading
-from typing import BinaryIO
 
-from . import _fs
-from ._entries import Entry, PathSource
-from ._errors import IntegrityError
 from ._pace import READ_BLOCK
 
 # Bytes per read and per send of a large file. On asyncio, the part of a send that the socket
@@ -26,50 +20,6 @@ from ._pace import READ_BLOCK
 # in some patterns of allocation; 2 MiB did not.
 SEND_PIECE = 2 << 20
 COALESCE_BELOW = 256 << 10  # pieces smaller than this are joined; larger ones sent as they are
-
-
-def _changed(entry: Entry, source: PathSource) -> IntegrityError:
-    return _fs.changed(source, entry.name, "changed while it was read (size check)")
-
-
-def _check_unchanged(entry: Entry, source: PathSource, f: BinaryIO) -> None:
-    _fs.check(source, entry.name, os.fstat(f.fileno()))
-
-
-def _small_file(entry: Entry, source: PathSource) -> bytes:
-    """A whole small file in one read, checked against its entry: the per-file hot path
-    (plain descriptors, no file object; one stat before the read, one after)."""
-    fd = _fs.open_source(source, entry.name)
-    try:
-        data = os.read(fd, source.size + 1)  # one byte more shows a file that grew
-        while len(data) < source.size:
-            more = os.read(fd, source.size + 1 - len(data))
-            if not more:
-                break
-            data += more
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    _fs.check(source, entry.name, st)
-    if len(data) != source.size:
-        raise _changed(entry, source)
-    return data
-
-
-def _read_exact(f: BinaryIO, size: int, entry: Entry, source: PathSource) -> bytes:
-    data = f.read(size)
-    while len(data) < size:
-        more = f.read(size - len(data))
-        if not more:
-            raise _changed(entry, source)
-        data += more
-    return data
-
-
-def _read_pieces(f: BinaryIO, size: int, entry: Entry, source: PathSource) -> list[bytes]:
-    """The next ``size`` bytes of ``f`` as pieces of ``SEND_PIECE`` bytes."""
-    piece = SEND_PIECE
-    return [_read_exact(f, min(piece, size - at), entry, source) for at in range(0, size, piece)]
 
 
 def coalesce(pieces: list[bytes]) -> list[bytes]:

@@ -31,6 +31,14 @@ A file given by :meth:`multiresp.Entry.from_path` has no root: the application n
 it is opened by that path (links followed, as the application would), without blocking, and
 must still be a regular file with the device, inode, size, mtime and ctime it had when the
 entry was built.
+
+:class:`PathSource` is the file's :class:`~multiresp._sources.Source`: a small file is read
+whole in one read through a plain descriptor (:meth:`PathSource.read_all`, the per-file hot
+path), a larger one through a reader (:meth:`PathSource.open`) in pieces of ``SEND_PIECE``
+bytes; each read checks the file after its last byte too (:func:`check`), so a file that
+changed while it was read aborts the transfer. Its CRC-32 is read through one reused buffer
+(:meth:`PathSource.crc`) and kept in the CRC cache (:mod:`multiresp._crccache`) under its
+device, inode, size, mtime and ctime, within this boot of this host.
 """
 
 from __future__ import annotations
@@ -42,11 +50,19 @@ import os
 import platform
 import stat
 import sys
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from . import _crccache
+from ._crccache import FILE_KEY_VERSION, CrcKey, crc_cache
 from ._errors import IntegrityError
+from ._filereads import SEND_PIECE
+from ._sources import SourceBase
+
+if TYPE_CHECKING:
+    from ._entries import Entry
 
 # openat2(2): Linux's number on x86_64 and aarch64 (the generic syscall table); elsewhere the
 # fallback walk is used.
@@ -174,8 +190,12 @@ def _open_root(root: Root, entry: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class PathSource:
+class PathSource(SourceBase):
     """A regular file: where it is, and the stat fields that identify it and date it.
+
+    A re-readable, blocking :class:`~multiresp._sources.Source` whose mtime is exact to the
+    nanosecond and whose identity is its entry's facts (nothing beyond them: its device and
+    inode are local to this host).
 
     Attributes:
         path: The file's path (for messages, and for opening when there is no root).
@@ -192,7 +212,7 @@ class PathSource:
 
     path: str
     size: int
-    mtime_ns: int
+    mtime_ns: int = field()  # no default: not the inherited property's
     inode: int
     device: int
     ctime_ns: int
@@ -212,10 +232,118 @@ class PathSource:
         """What says the content is the same: device, inode, size, mtime and ctime."""
         return (self.device, self.inode, self.size, self.mtime_ns, self.ctime_ns)
 
+    @property
+    def crc_key(self) -> CrcKey:
+        """Its key in the CRC cache: :attr:`key` within this boot of this host."""
+        return ("file", FILE_KEY_VERSION, _crccache.host_scope(), *self.key)
+
+    @property
+    def changed_ns(self) -> int:
+        """When it last changed, as listed: the newer of mtime and ctime."""
+        return max(self.mtime_ns, self.ctime_ns)
+
+    def known_crc(self) -> int | None:
+        """Its CRC-32 from the CRC cache, else None."""
+        return crc_cache.get(self)
+
+    def remember_crc(self, crc: int, read_from_ns: int, *, shared: bool = True) -> None:
+        """Keep ``crc`` in the CRC cache (see :meth:`~multiresp._crccache.CrcCache.put`)."""
+        crc_cache.put(self, crc, read_from_ns=read_from_ns, shared=shared)
+
+    def read_all(self, entry: Entry) -> bytes:
+        """The whole file in one read, checked against its entry: the per-file hot path
+        (plain descriptors, no file object; one stat before the read, one after)."""
+        fd = open_source(self, entry.name)
+        try:
+            data = os.read(fd, self.size + 1)  # one byte more shows a file that grew
+            while len(data) < self.size:
+                more = os.read(fd, self.size + 1 - len(data))
+                if not more:
+                    break
+                data += more
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        check(self, entry.name, st)
+        if len(data) != self.size:
+            raise _short(self, entry.name)
+        return data
+
+    def open(self, entry: Entry, offset: int = 0) -> FileReader:
+        """A reader of the file from byte ``offset``, opened by :func:`open_source`."""
+        return FileReader(self, entry.name, offset)
+
+    def crc(self, entry: Entry, stop: threading.Event) -> int:
+        """The CRC-32 of the whole file through one reused buffer, checked against its entry
+        (identity, size, times); kept in the CRC cache.
+
+        Raises:
+            IntegrityError: the file changed since it was listed.
+            RuntimeError: ``stop`` was set (cancelled).
+        """
+        from ._filecrc import file_crc_from  # with its thread pool: a server's module
+
+        with open(open_source(self, entry.name), "rb", buffering=0) as f:
+            crc = file_crc_from(f, self.size, 0, stop)
+            if stop.is_set():
+                raise RuntimeError("cancelled")
+            check(self, entry.name, os.fstat(f.fileno()))
+        crc_cache.put(self, crc)
+        return crc
+
+
+class FileReader:
+    """A listed file open for reading from an offset, in pieces of ``SEND_PIECE`` bytes;
+    checked against its listing (:func:`check`) when opened and after its last byte."""
+
+    __slots__ = ("_fd", "_left", "_source", "entry")
+
+    def __init__(self, source: PathSource, entry: str, offset: int = 0) -> None:
+        self._source, self.entry = source, entry
+        self._fd = open_source(source, entry)
+        if offset:
+            os.lseek(self._fd, offset, os.SEEK_SET)
+        self._left = source.size - offset
+
+    def read(self, size: int) -> list[bytes]:
+        """The next ``min(size, left)`` bytes, as pieces of at most ``SEND_PIECE``; [] at the
+        end.
+
+        Raises:
+            IntegrityError: the file ended early, or changed (checked after its last byte).
+        """
+        size = min(size, self._left)
+        if size <= 0:
+            return []
+        pieces = [self._exact(min(SEND_PIECE, size - at)) for at in range(0, size, SEND_PIECE)]
+        self._left -= size
+        if not self._left:
+            check(self._source, self.entry, os.fstat(self._fd))
+        return pieces
+
+    def _exact(self, size: int) -> bytes:
+        data = os.read(self._fd, size)
+        while len(data) < size:
+            more = os.read(self._fd, size - len(data))
+            if not more:
+                raise _short(self._source, self.entry)
+            data += more
+        return data
+
+    def close(self) -> None:
+        """Close the descriptor (once)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
 
 def changed(source: PathSource, entry: str, rule: str) -> IntegrityError:
     """The error for a file that is no longer what was listed."""
     return IntegrityError(f"entry {entry!r}: {source.path} {rule}", entry=entry)
+
+
+def _short(source: PathSource, entry: str) -> IntegrityError:
+    return changed(source, entry, "changed while it was read (size check)")
 
 
 def check(source: PathSource, entry: str, st: os.stat_result) -> None:

@@ -1,15 +1,18 @@
 """The read side of every response: sources in, encoded bytes out, in large pieces.
 
 How it works: the pure encoders (zip, multipart) need an entry's facts and then its bytes.
-A :class:`Pump` walks the entries and feeds an :class:`Encoder`:
+A :class:`Pump` walks the entries and feeds an :class:`Encoder`. It asks each source the
+questions of :class:`~multiresp._sources.Source` (blocking? re-readable? its size, its CRC if
+known), never which kind it is:
 
-- Entries whose sources block (files, bytes, sync iterables) are handled by a
-  :class:`_BlockingWork` object in worker threads, one hop per ``SEND_TARGET`` of output
-  or per *block* of input, whichever comes first (deflate of zeros makes little output):
-  small files are opened, read, CRC'd and framed many per hop; larger files are read a
-  block per hop, in pieces of ``SEND_PIECE`` bytes.
-- Async sources are read on the event loop, coalesced to a block; their encoding
-  (deflate) runs in a thread.
+- Entries whose sources block (files, bytes, sync iterables, any source read in threads) are
+  handled by a :class:`_BlockingWork` object in worker threads, one hop per ``SEND_TARGET`` of
+  output or per *block* of input, whichever comes first (deflate of zeros makes little
+  output): small re-readable sources are read whole (``read_all``), CRC'd and framed many per
+  hop; larger ones are read through a reader (``open``) a block per hop, in pieces of
+  ``SEND_PIECE`` bytes; a one-shot source through a reader opened once.
+- Async sources (``blocking`` False) are read on the event loop (``chunks``), coalesced to a
+  block; their encoding (deflate) runs in a thread.
 
 The block is ``READ_BLOCK`` for a client that keeps up and shrinks for a slow one (see
 :class:`~multiresp._pace.Pace`). The hops run on the pump's own one-thread limiter, not anyio's
@@ -17,17 +20,17 @@ shared default one, and are abandoned when the response is cancelled, so a sourc
 costs its thread and nothing else. :meth:`Pump.batches` yields the output of one hop at a time,
 so that the response can read the next batch while it sends this one.
 
-Where the encoder wants a file's CRC-32 before its header (zip layout 1), a small file (up to a
-block) is read once, its CRC taken from the same read. A larger file is read once ahead for its CRC
-(in ``_crc_pool`` of :mod:`multiresp._filecrc`, through one reused 1 MiB buffer, while the file
-before it is sent) and again to be sent, unless the CRC cache already knows that (device, inode,
-size, mtime, ctime). Holding a whole large file until its CRC is known reads each byte once but was
-slower (1 GiB of 16 MiB files in 0.70 s against 0.49 s on a quiet machine): every held file is fresh
-memory that malloc gives back to the kernel once sent, and faults in again, page by page, for the
-next. A file whose size, mtime or ctime differs from its entry's when it is opened or when its last
-block is read aborts the transfer (:mod:`multiresp._filereads`): the archive must not carry a CRC or
-size that its bytes belie. A range of a planned body is read by
-:class:`~multiresp._rangereader.RangeReader` instead."""
+Where the encoder wants a source's CRC-32 before its header (zip layout 1), a small one (up to
+a block) is read once, its CRC taken from the same read. A larger one takes the CRC its source
+knows (``known_crc``: bytes in memory, the CRC cache, a store's checksum); else the CRC is
+read once ahead (``Source.crc`` in ``_crc_pool`` of :mod:`multiresp._filecrc`, while the entry
+before it is sent) and the source read again to be sent. Holding a whole large file until its
+CRC is known reads each byte once but was slower (1 GiB of 16 MiB files in 0.70 s against 0.49
+s on a quiet machine): every held file is fresh memory that malloc gives back to the kernel
+once sent, and faults in again, page by page, for the next. A source that changed since it was
+listed, when it is opened or when its last byte is read, aborts the transfer (its reader
+checks): the archive must not carry a CRC or size that its bytes belie. A range of a planned
+body is read by :class:`~multiresp._rangereader.RangeReader` instead."""
 
 from __future__ import annotations
 
@@ -35,26 +38,18 @@ import collections
 import concurrent.futures
 import itertools
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from typing import BinaryIO, Protocol, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from . import _fs
-from ._crccache import crc_cache
-from ._entries import AsyncIterSource, BytesSource, Entry, IterSource, PathSource
-from ._errors import UnsafeNameError
-from ._filecrc import _crc_of, _crc_pool, _path_crc, file_crc_from
-from ._filereads import (
-    COALESCE_BELOW,
-    AbandonableSteps,
-    _check_unchanged,
-    _read_pieces,
-    _small_file,
-    coalesce,
-)
+from ._entries import Entry
+from ._errors import IntegrityError, UnsafeNameError
+from ._filecrc import CRC_PIECE, _crc_of, _crc_pool
+from ._filereads import COALESCE_BELOW, AbandonableSteps, coalesce
 from ._pace import READ_BLOCK, Pace
+from ._sources import Reader, Source
 from ._zipformat import crc32
 
 T = TypeVar("T")
@@ -107,18 +102,20 @@ class _BlockingWork(AbandonableSteps):
     """Entries with blocking sources, advanced one thread hop at a time.
 
     The pump calls :meth:`step` from one hop at a time; :meth:`close` may come while a step
-    runs in a thread the response abandoned (see :class:`AbandonableSteps`).
+    runs in a thread the response abandoned (see :class:`AbandonableSteps`). With ``settle``,
+    each entry is settled (:meth:`~multiresp._sources.Source.settle`) when it is opened: an
+    entry produced by a stream, which no response resolved before its headers.
     """
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, *, settle: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.crc_first = _crc_first(encoder)
+        self.settle = settle
         self.pending: collections.deque[Entry] = collections.deque()
         self._entry: Entry | None = None
-        self._file: BinaryIO | None = None
-        self._left = 0
-        self._chunks: Iterator[bytes] | None = None
+        self._reader: Reader | None = None
+        self._left: int | None = None  # bytes of a sized source left; None: read to its end
         self._ahead: dict[int, concurrent.futures.Future[int]] = {}  # id(entry) -> its CRC
         self._carry: list[bytes] = []  # a small last piece, joined to the next step's first
         self._taken = 0  # source bytes read by the current step
@@ -129,7 +126,7 @@ class _BlockingWork(AbandonableSteps):
         return bool(self.pending) or self._entry is not None
 
     def close(self) -> None:
-        """Release the open file and stop the CRCs computed ahead (after the end, a failure
+        """Release the open reader and stop the CRCs computed ahead (after the end, a failure
         or a disconnect)."""
         self._stop.set()
         for future in self._ahead.values():
@@ -138,14 +135,14 @@ class _BlockingWork(AbandonableSteps):
         super().close()
 
     def _close_file(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         self._entry = None
 
     def _step(self, block: int) -> list[bytes]:
         """Produce about ``min(SEND_TARGET, block)`` bytes of output, reading at most about
-        ``block`` bytes of sources (one small file or one iterable chunk may go past it), as
+        ``block`` bytes of sources (one small source or one iterable chunk may go past it), as
         pieces ready to send: small ones joined here, in the worker thread, large ones
         untouched. Bounding the input too keeps a step short when deflate shrinks a lot.
 
@@ -157,10 +154,10 @@ class _BlockingWork(AbandonableSteps):
         while size < budget and self._taken < block and self.busy:
             if self._entry is None:
                 pieces = self._open(self.pending.popleft(), block)
-            elif self._file is not None:
-                pieces = self._file_block(block)
+            elif self._left is not None:
+                pieces = self._sized_block(block)
             else:
-                pieces = self._iter_block(min(budget - size, block - self._taken))
+                pieces = self._one_shot_block(min(budget - size, block - self._taken))
             out += pieces
             size += sum(len(p) for p in pieces)
         out = coalesce(out)
@@ -169,118 +166,146 @@ class _BlockingWork(AbandonableSteps):
         return out
 
     def _open(self, entry: Entry, block: int) -> list[bytes]:
-        encoder, source = self.encoder, entry.source
+        encoder, source, listed = self.encoder, entry.source, id(entry)
+        if source is not None and self.settle:
+            entry = source.settle(entry)
+            source = entry.source
         self.current = entry.name
         if source is None:
             return [encoder.start(entry, 0, b""), encoder.end()]
-        if isinstance(source, BytesSource):
-            data = source.data
-            self._taken += len(data)
-            crc = crc32(data, 0) if self.crc_first(entry, data) else None
-            return [encoder.start(entry, crc, data), encoder.write(data), encoder.end()]
-        if isinstance(source, PathSource):
-            return self._open_file(entry, source, block)
-        if isinstance(source, IterSource):
-            if source.consumed:
-                raise RuntimeError(f"entry {entry.name!r}: its iterable was already read")
-            source.consumed = True
-            self._entry = entry
-            self._chunks = iter(source.chunks)
-            first = _as_bytes(next(self._chunks, b""), entry)
-            self._taken += len(first)
-            return [encoder.start(entry, None, first), encoder.write(first)]
-        raise TypeError(f"entry {entry.name!r}: {type(source).__name__} is read on the loop")
-
-    def _open_file(self, entry: Entry, source: PathSource, block: int) -> list[bytes]:
+        if not source.blocking:
+            raise TypeError(f"entry {entry.name!r}: {type(source).__name__} is read on the loop")
         size = source.size
-        if size <= block:  # whole, in one read; a larger file in blocks (a slow client's too)
-            read_from = time.time_ns()
-            data = _small_file(entry, source)
-            self._taken += len(data)
-            crc = None
-            if self.crc_first(entry, data):
-                crc = crc32(data, 0)
-                # A range over the central directory needs it; only in memory, as a small
-                # file is read again faster than a row is written to a shared cache file.
-                crc_cache.put(source, crc, read_from_ns=read_from, shared=False)
-            return [self.encoder.start(entry, crc, data), self.encoder.write(data),
-                    self.encoder.end()]  # fmt: skip
+        if source.rereadable and size is not None:
+            if size <= block:  # whole, in one read; a larger one in blocks (a slow client's too)
+                return self._whole(entry, source)
+            return self._open_sized(entry, source, size, block, listed)
+        reader = source.open(entry)
+        self._entry, self._reader, self._left = entry, reader, None
+        try:
+            first = reader.read(1)  # one chunk: the sample of "auto"
+        except BaseException:
+            self._close_file()
+            raise
+        self._taken += sum(len(p) for p in first)
+        head = first[0] if first else b""
+        return [encoder.start(entry, None, head), *map(encoder.write, first)]
+
+    def _whole(self, entry: Entry, source: Source) -> list[bytes]:
+        read_from = time.time_ns()
+        data = source.read_all(entry)
+        self._taken += len(data)
+        crc = None
+        if self.crc_first(entry, data):
+            crc = crc32(data, 0)
+            # A range over the central directory needs it; only in memory, as a small
+            # file is read again faster than a row is written to a shared cache file.
+            source.remember_crc(crc, read_from, shared=False)
+        return [self.encoder.start(entry, crc, data), self.encoder.write(data),
+                self.encoder.end()]  # fmt: skip
+
+    def _open_sized(
+        self, entry: Entry, source: Source, size: int, block: int, listed: int
+    ) -> list[bytes]:
+        """Open a large re-readable source (``listed``: the id of its entry as queued, under
+        which a CRC computed ahead waits)."""
         encoder = self.encoder
         read_from = time.time_ns()
-        f: BinaryIO = open(_fs.open_source(source, entry.name), "rb", buffering=0)
+        reader = source.open(entry)
         try:
             crc = None
-            ahead = self._ahead.pop(id(entry), None)
+            ahead = self._ahead.pop(listed, None)
             stored = self.crc_first(entry, None)  # whatever its bytes: its CRC leads
             if stored:
-                crc = crc_cache.get(source)
+                crc = source.known_crc()
                 # One still queued (behind other responses' CRCs) is taken here instead.
                 if crc is None and ahead is not None and not ahead.cancel():
                     crc = ahead.result()
-            head = min(READ_BLOCK, block)
-            first = _read_pieces(f, head, entry, source)
+            first = reader.read(min(READ_BLOCK, block))
+            head = _got(first, entry, size)
             self._taken += head
             if crc is None and self.crc_first(entry, first[0]):  # no CRC ahead, or "auto"
-                crc = file_crc_from(f, size - head, _crc_of(first, 0))
-                crc_cache.put(source, crc, read_from_ns=read_from)
-                f.seek(head)
+                crc = self._crc_in_place(reader, _crc_of(first, 0), entry, size - head)
+                source.remember_crc(crc, read_from)
+                reader.close()
+                reader = source.open(entry, head)
             self._look_ahead()
         except BaseException:
-            f.close()
+            reader.close()
             raise
-        self._entry, self._file, self._left = entry, f, size - head
+        self._entry, self._reader, self._left = entry, reader, size - head
         return [encoder.start(entry, crc, first[0]), *map(encoder.write, first)]
 
+    def _crc_in_place(self, reader: Reader, crc: int, entry: Entry, left: int) -> int:
+        """Continue ``crc`` over the ``left`` bytes of ``reader``'s source that follow."""
+        while left:
+            pieces = reader.read(min(CRC_PIECE, left))
+            left -= _got(pieces, entry, left)
+            if self._stop.is_set():
+                raise RuntimeError("cancelled")
+            crc = _crc_of(pieces, crc)
+        return crc
+
     def _look_ahead(self) -> None:
-        """Start computing the CRCs of the next large files while this one is sent."""
+        """Start computing the CRCs of the next large re-readable sources while this one is
+        sent (those whose CRC is not known without reading them)."""
         upcoming = (
             entry
             for entry in itertools.islice(self.pending, LOOK_AHEAD_ENTRIES)
-            if isinstance(entry.source, PathSource) and entry.source.size > READ_BLOCK
+            if _large(entry.source)
         )
         for entry in itertools.islice(upcoming, CRC_AHEAD_FILES):
             source = entry.source
-            assert isinstance(source, PathSource)
+            assert source is not None
             if id(entry) in self._ahead or not self.crc_first(entry, None):
                 continue
-            if crc_cache.get(source) is None:
-                self._ahead[id(entry)] = _crc_pool.submit(_path_crc, entry, source, self._stop)
+            if source.known_crc() is None:
+                self._ahead[id(entry)] = _crc_pool.submit(source.crc, entry, self._stop)
 
-    def _file_block(self, block: int) -> list[bytes]:
-        entry, f = self._entry, self._file
-        assert entry is not None and f is not None and isinstance(entry.source, PathSource)
-        size = min(self._left, block)
-        self._taken += size
-        out = [*map(self.encoder.write, _read_pieces(f, size, entry, entry.source))]
-        self._left -= size
+    def _sized_block(self, block: int) -> list[bytes]:
+        reader, left = self._reader, self._left
+        assert reader is not None and left is not None
+        pieces = reader.read(min(left, block))
+        got = _got(pieces, self._entry, left)
+        self._taken += got
+        out = [*map(self.encoder.write, pieces)]
+        self._left = left - got
         if not self._left:
-            _check_unchanged(entry, entry.source, f)
             self._close_file()
             out.append(self.encoder.end())
         return out
 
-    def _iter_block(self, budget: int) -> list[bytes]:
-        assert self._chunks is not None
-        out: list[bytes] = []
-        size = 0
-        for chunk in self._chunks:
-            out.append(self.encoder.write(_as_bytes(chunk, self._entry)))
-            size += len(chunk)
-            self._taken += len(chunk)
-            if size >= budget:
-                return out
-        self._entry, self._chunks = None, None
-        out.append(self.encoder.end())
+    def _one_shot_block(self, budget: int) -> list[bytes]:
+        assert self._reader is not None
+        pieces = self._reader.read(budget)
+        self._taken += sum(len(p) for p in pieces)
+        out = [*map(self.encoder.write, pieces)]
+        if not pieces:
+            self._close_file()
+            out.append(self.encoder.end())
         return out
 
 
-def _as_bytes(chunk: object, entry: Entry | None) -> bytes:
-    if isinstance(chunk, bytes):
-        return chunk
-    if isinstance(chunk, (bytearray, memoryview)):
-        return bytes(chunk)
-    name = entry.name if entry is not None else "?"
-    raise TypeError(f"entry {name!r}: its iterable yielded {type(chunk).__name__}, not bytes")
+def _got(pieces: list[bytes], entry: Entry | None, left: int) -> int:
+    """How many bytes ``pieces`` hold; none while ``left`` were due is a source ended early."""
+    got = sum(len(p) for p in pieces)
+    if not got:
+        name = entry.name if entry is not None else "?"
+        raise IntegrityError(
+            f"entry {name!r}: its source ended {left} bytes short of its size (size check)",
+            entry=name,
+        )
+    return got
+
+
+def _large(source: Source | None) -> bool:
+    """A source read again for its CRC, ahead: re-readable, blocking, larger than a block."""
+    return (
+        source is not None
+        and source.rereadable
+        and source.blocking
+        and (source.size or 0) > READ_BLOCK
+    )
 
 
 def check_unique(entries: Iterable[Entry], seen: set[str]) -> None:
@@ -344,13 +369,15 @@ class Pump:
     async def batches(self) -> AsyncIterator[list[bytes]]:
         """Yield the encoded body as the pieces of one thread hop at a time: about
         ``SEND_TARGET`` of output, or ``READ_BLOCK`` of a large file."""
-        work = _BlockingWork(self._encoder)
         streamed = not isinstance(self._entries, list)
+        work = _BlockingWork(self._encoder, settle=streamed)
         try:
             async for entry in self._each():
                 check_unique([entry], self._names)
                 self.entries_started += 1
-                if isinstance(entry.source, AsyncIterSource):
+                if entry.source is not None and not entry.source.blocking:
+                    if streamed:
+                        entry = await self.run_sync(entry.source.settle, entry)
                     async for batch in self._drain(work):
                         yield batch
                     async for piece in self._async_entry(entry):
@@ -377,22 +404,18 @@ class Pump:
 
     async def _async_entry(self, entry: Entry) -> AsyncIterator[bytes]:
         source = entry.source
-        assert isinstance(source, AsyncIterSource)
+        assert source is not None
         self.current = entry.name
-        if source.consumed:
-            raise RuntimeError(f"entry {entry.name!r}: its async iterable was already read")
-        source.consumed = True
         encoder = self._encoder
-        chunks = source.chunks.__aiter__()
+        chunks = source.chunks(entry)
         first = b""
         async for chunk in chunks:
-            first = _as_bytes(chunk, entry)
+            first = chunk
             break
         prefix = [encoder.start(entry, None, first)]
         raw = [first] if first else []
         raw_size = len(first)
-        async for chunk in chunks:
-            data = _as_bytes(chunk, entry)
+        async for data in chunks:
             raw.append(data)
             raw_size += len(data)
             # Deflate may be slow: encode off the loop, at most a block of input per hop.

@@ -3,36 +3,35 @@
 How it works: a body whose bytes are all known in advance (every size known, every source
 re-readable) has a plan (:mod:`multiresp._plan`) that maps byte offsets to segments: fixed
 bytes, zip records, and source contents. :class:`RangeReader` walks the pieces of the range
-selected, copies fixed bytes from the plan, reads sources at their offset, and gets a zip
-record's CRC from the CRC cache or by reading its entry whole once (:mod:`multiresp._filecrc`).
-The response runs :meth:`RangeReader.step` in a worker thread, one hop at a time.
+selected, copies fixed bytes from the plan, reads sources from their offset (``Source.open``),
+and gets a zip record's CRC from the source (``known_crc``: bytes, the CRC cache, a store's
+checksum) or by reading it whole once (``Source.crc``, which remembers it). The response runs
+:meth:`RangeReader.step` in a worker thread, one hop at a time.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
-from . import _fs
-from ._crccache import crc_cache
-from ._entries import BytesSource, Entry, PathSource
-from ._filecrc import _path_crc
-from ._filereads import SEND_PIECE, AbandonableSteps, _changed, coalesce
+from ._entries import Entry
+from ._errors import IntegrityError
+from ._filereads import SEND_PIECE, AbandonableSteps, coalesce
 from ._plan import MultipartPlan, Piece, ZipPlan
-from ._zipformat import crc32
+from ._sources import Reader
 
 
 class RangeReader(AbandonableSteps):
     """Reads bytes ``[start, stop)`` of a planned body: only what they overlap.
 
     The plan (:mod:`multiresp._plan`) says which segments the range covers. Fixed bytes come
-    from the plan; a source's bytes are read from the right offset (a file is opened through
-    :func:`multiresp._fs.open_source`, then seeked); a zip record that carries a CRC gets it
-    from the CRC cache, or reads its entry whole once to compute it (and caches it). A file
-    that changed since it was listed aborts the transfer, as in the pump.
+    from the plan; a source's bytes are read through a reader opened at the right offset
+    (kept open while the next piece continues where it stopped, closed at the segment's end);
+    a zip record that carries a CRC gets it from the source when known, or reads its entry
+    whole once to compute it. A source that changed since it was listed aborts the transfer,
+    as in the pump.
 
     :meth:`step` runs in a worker thread, one hop at a time; :meth:`close` releases the open
-    file and stops a CRC being computed.
+    reader and stops a CRC being computed.
     """
 
     def __init__(self, plan: ZipPlan | MultipartPlan, entries: list[Entry]) -> None:
@@ -41,7 +40,7 @@ class RangeReader(AbandonableSteps):
         self._entries = entries
         self._crcs: dict[int, int] = {}
         self._pieces: Iterator[Piece] = iter(())
-        self._open: tuple[int, int] | None = None  # (entry index, descriptor)
+        self._open: tuple[int, int, Reader] | None = None  # (entry index, offset, reader)
         self._partial: tuple[Piece, int] | None = None  # a piece and how much of it was read
         self.current: str | None = None
 
@@ -52,7 +51,7 @@ class RangeReader(AbandonableSteps):
 
     def _close_file(self) -> None:
         if self._open is not None:
-            os.close(self._open[1])
+            self._open[2].close()
             self._open = None
 
     def _step(self, block: int) -> list[bytes]:
@@ -88,29 +87,29 @@ class RangeReader(AbandonableSteps):
             assert isinstance(self._plan, ZipPlan)
             record = self._plan.record(segment, self._crc(segment.index))
             return record[start : start + length]
-        source = entry.source
-        if isinstance(source, BytesSource):
-            return source.data[start : start + length]
-        if not isinstance(source, PathSource):
-            raise TypeError(f"entry {entry.name!r}: its source cannot be read at an offset")
-        return self._file_bytes(segment.index, entry, source, start, length)
+        return self._source_bytes(segment.index, entry, start, length, segment.length)
 
-    def _file_bytes(
-        self, index: int, entry: Entry, source: PathSource, start: int, length: int
-    ) -> bytes:
-        if self._open is None or self._open[0] != index:
+    def _source_bytes(self, index: int, entry: Entry, start: int, length: int, size: int) -> bytes:
+        """``length`` bytes of the entry's source from ``start`` (of its ``size``)."""
+        source = entry.source
+        if source is None or not source.rereadable:
+            raise TypeError(f"entry {entry.name!r}: its source cannot be read at an offset")
+        if self._open is None or self._open[:2] != (index, start):
             self._close_file()
-            self._open = (index, _fs.open_source(source, entry.name))
-        fd = self._open[1]
-        data = os.pread(fd, length, start)
-        while len(data) < length:
-            more = os.pread(fd, length - len(data), start + len(data))
-            if not more:
-                raise _changed(entry, source)
-            data += more
-        if start + length == source.size:  # its last bytes: still the file listed?
-            _fs.check(source, entry.name, os.fstat(fd))
+            self._open = (index, start, source.open(entry, start))
+        reader = self._open[2]
+        data = b"".join(reader.read(length))
+        if not data:
+            raise IntegrityError(
+                f"entry {entry.name!r}: its source ended {size - start} bytes short of its "
+                "size (size check)",
+                entry=entry.name,
+            )
+        end = start + len(data)
+        if end >= size:  # its last bytes (checked by the reader): the segment's end
             self._close_file()
+        else:
+            self._open = (index, end, reader)
         return data
 
     def _crc(self, index: int) -> int:
@@ -122,13 +121,10 @@ class RangeReader(AbandonableSteps):
             return crc
         entry = self._entries[index]
         source = entry.source
-        if isinstance(source, BytesSource):
-            crc = crc32(source.data, 0)
-        elif isinstance(source, PathSource):
-            crc = crc_cache.get(source)
-            if crc is None:
-                crc = _path_crc(entry, source, self._stop)
-        else:
+        if source is None or not source.rereadable:
             raise TypeError(f"entry {entry.name!r}: its CRC cannot be known ahead")
+        crc = source.known_crc()
+        if crc is None:
+            crc = source.crc(entry, self._stop)
         self._crcs[index] = crc
         return crc

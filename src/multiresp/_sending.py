@@ -63,9 +63,12 @@ def _to_entries(item: EntryLike) -> list[Entry]:
 
 
 def _resolve(items: Iterable[EntryLike]) -> list[Entry]:
-    """Entries from entries and paths (folders expand to their content); names unique."""
+    """Entries from entries and paths (folders expand to their content), each settled by its
+    source (facts fetched when the response starts); names unique. Blocking: run in a worker
+    thread, before the headers, so that a failure is a 500, not an aborted body."""
     entries = [entry for item in items for entry in _to_entries(item)]
-    check_unique(entries, set())  # before the headers: a 500, not an aborted body
+    entries = [entry if entry.source is None else entry.source.settle(entry) for entry in entries]
+    check_unique(entries, set())
     return entries
 
 

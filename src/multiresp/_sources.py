@@ -55,7 +55,9 @@ class Reader(Protocol):
     def read(self, size: int) -> list[bytes]:
         """The next bytes, about ``size`` of them, as pieces of at most 2 MiB; [] at its end.
 
-        A sized re-readable source gives exactly ``min(size, left)`` bytes, and once it has
+        A sized re-readable source gives ``min(size, left)`` bytes (a file: exactly; another
+        may give fewer, but at least one while any is left: the pump and the range reader
+        ask again for the rest, and take none as the source ended early), and once it has
         given its last byte, checks that it is still what was listed. An iterable gives
         whole chunks until about ``size`` bytes (one chunk may go past it).
 
@@ -187,14 +189,24 @@ class SourceBase:
             raise TypeError(f"entry {entry.name!r}: a one-shot source's CRC cannot be known ahead")
         read_from = time.time_ns()
         reader = self.open(entry)
-        crc = 0
+        crc = got = 0
         try:
             while not stop.is_set() and (pieces := reader.read(1 << 20)):
                 for piece in pieces:
                     crc = crc32(piece, crc)
+                    got += len(piece)
         finally:
             reader.close()
         if stop.is_set():
             raise RuntimeError("cancelled")
+        size = entry.size
+        if size is not None and got != size:  # never remember the CRC of other bytes
+            from ._errors import IntegrityError
+
+            raise IntegrityError(
+                f"entry {entry.name!r}: its source gave {got} bytes, not its size {size} "
+                "(size check)",
+                entry=entry.name,
+            )
         self.remember_crc(crc, read_from)
         return crc

@@ -28,7 +28,7 @@ import anyio
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._entries import AsyncIterSource, Entry, entries_for_path
+from ._entries import Entry, entries_for_path
 from ._multipart import MultipartWriter, multipart_size
 from ._progress import Progress, ProgressCallback, Reporter
 
@@ -219,10 +219,10 @@ def check_sync(plan: UploadPlan) -> None:
     """Refuse async sources before anything is sent: a sync upload cannot read them.
 
     Raises:
-        TypeError: an entry's source is an async iterable.
+        TypeError: an entry's source is read on the event loop (an async iterable).
     """
     for entry in plan.entries:
-        if isinstance(entry.source, AsyncIterSource):
+        if entry.source is not None and not entry.source.blocking:
             raise TypeError(
                 f"entry {entry.name!r} reads an async iterable: send it with aupload(),"
                 " not upload()"

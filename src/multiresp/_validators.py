@@ -4,10 +4,10 @@ How it works: when every size is known, the archive's exact length is computed f
 entries' facts alone (:func:`predict_zip_size`); when every source can also be read again, the
 body has a plan (:mod:`multiresp._plan`) and is sent byte for byte alike each time, so it gets
 a strong ETag (a hash of the manifest from :func:`_facts`: names, sizes, mtimes, modes, media
-types, never an inode or absolute path) and a Last-Modified (:func:`_newest`), held with the
-plan in a :class:`_Ranged`. A multipart body's fixed boundary is derived with
-:func:`boundary_key`, shared by replicas through ``MULTIRESP_BOUNDARY_KEY``. No I/O beyond
-reading that variable.
+types and each source's identity, never an inode or absolute path) and a Last-Modified
+(:func:`_newest`), held with the plan in a :class:`_Ranged`. A multipart body's fixed boundary
+is derived with :func:`boundary_key`, shared by replicas through ``MULTIRESP_BOUNDARY_KEY``. No
+I/O beyond reading that variable.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ._encoders import _ZipEncoder
-from ._entries import BytesSource, Entry
+from ._entries import Entry
 from ._plan import MultipartPlan, ZipPlan, plan_zip
-from ._zipformat import crc32
 from ._zipwriter import Compression, zip_size
 
 BOUNDARY_KEY_VARIABLE = "MULTIRESP_BOUNDARY_KEY"
@@ -56,11 +55,12 @@ def _newest(entries: list[Entry]) -> dt.datetime | None:
 
 
 def _facts(entries: list[Entry]) -> Iterator[tuple[object, ...]]:
-    """What decides each entry's bytes, for the ETag: never an inode or absolute path."""
+    """What decides each entry's bytes, for the ETag: never an inode or absolute path; a
+    source's identity beside them (bytes: their CRC-32; an object: its store ETag)."""
     for entry in entries:
         source = entry.source
-        digest = crc32(source.data, 0) if isinstance(source, BytesSource) else None
-        yield (entry.name, entry.size, entry.mtime_ns, entry.mode, entry.media_type, digest)
+        identity = None if source is None else source.identity
+        yield (entry.name, entry.size, entry.mtime_ns, entry.mode, entry.media_type, identity)
 
 
 def boundary_key() -> bytes:
