@@ -324,13 +324,6 @@ def test_walk_store_is_public() -> None:
     assert multiresp.walk_store is walk_store
 
 
-# TEMPORARY, until the pump asks the source protocol (the branch that makes it do so lands
-# first): the pump refuses a source it does not know.
-END_TO_END = pytest.mark.skipif(
-    not hasattr(multiresp._entries.BytesSource, "open"), reason="the pump refuses ObjectSource"
-)
-
-
 # --- end to end: a real uvicorn, a real client ----------------------------------------------
 
 CONTENTS = {
@@ -409,7 +402,6 @@ def served(s3: S3Server) -> Iterator[tuple[str, S3Store, Recorder]]:
         yield server.url, store, app
 
 
-@END_TO_END
 @pytest.mark.parametrize("kind", ["zip", "multipart"])
 def test_a_download_is_byte_identical_with_exact_length_and_etag(
     served: tuple[str, S3Store, Recorder], tmp_path: pathlib.Path, kind: str
@@ -441,7 +433,6 @@ def listing(store: S3Store, prefix: str) -> list[Any]:
     return [meta for batch in obstore.list(store, prefix=prefix) for meta in batch]
 
 
-@END_TO_END
 def test_two_gateways_give_the_same_etag(
     served: tuple[str, S3Store, Recorder], s3: S3Server
 ) -> None:
@@ -454,7 +445,6 @@ def test_two_gateways_give_the_same_etag(
         )
 
 
-@END_TO_END
 def test_ranges_stitch_back_to_the_whole(served: tuple[str, S3Store, Recorder]) -> None:
     url, _, _ = served
     whole = httpx.get(f"{url}/set")
@@ -471,7 +461,6 @@ def test_ranges_stitch_back_to_the_whole(served: tuple[str, S3Store, Recorder]) 
     assert b"".join(parts) == whole.content
 
 
-@END_TO_END
 def test_a_mixed_archive_of_files_and_objects(
     s3: S3Server, tmp_path: pathlib.Path, live_server: Any
 ) -> None:
@@ -492,7 +481,6 @@ def test_a_mixed_archive_of_files_and_objects(
     assert {k: v for k, v in got.items() if v is not None} == want
 
 
-@END_TO_END
 def test_an_object_overwritten_mid_download_fails_it_and_no_file_looks_complete(
     s3: S3Server, tmp_path: pathlib.Path, live_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -524,7 +512,6 @@ def test_an_object_overwritten_mid_download_fails_it_and_no_file_looks_complete(
     assert any("'3.bin'" in m and "changed since it was listed" in m for m in failures)
 
 
-@END_TO_END
 def test_a_missing_object_fails_before_the_first_byte(
     served: tuple[str, S3Store, Recorder],
 ) -> None:
@@ -538,7 +525,6 @@ def test_a_missing_object_fails_before_the_first_byte(
     assert httpx.get(f"{url}/named/set/odd.bin").status_code == 200  # the same route works
 
 
-@END_TO_END
 def test_the_crc_is_read_once_then_each_object_once_per_archive(
     s3: S3Server, live_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -564,7 +550,6 @@ def test_the_crc_is_read_once_then_each_object_once_per_archive(
     assert first.content == second.content
 
 
-@END_TO_END
 def test_the_next_objects_are_opened_while_one_is_sent(
     served: tuple[str, S3Store, Recorder], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -594,7 +579,6 @@ def test_the_next_objects_are_opened_while_one_is_sent(
     assert events.index(("GET", "set/odd.bin")) < events.index(("end", "set/big.bin"))
 
 
-@END_TO_END
 def test_no_log_line_shows_the_credentials(
     served: tuple[str, S3Store, Recorder],
     tmp_path: pathlib.Path,
@@ -609,7 +593,6 @@ def test_no_log_line_shows_the_credentials(
     assert SECRET_KEY not in caplog.text and ACCESS_KEY not in caplog.text
 
 
-@END_TO_END
 def test_a_response_reads_objects_under_trio(served: tuple[str, S3Store, Recorder]) -> None:
     _, store, _ = served
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b"",
@@ -644,7 +627,6 @@ def readme_s3_block() -> str:
     return readme[start : readme.index("\n```\n", start) + 1]
 
 
-@END_TO_END
 def test_the_readme_example_serves_objects_and_files(
     s3: S3Server,
     tmp_path: pathlib.Path,

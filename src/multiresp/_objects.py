@@ -202,7 +202,7 @@ class ObjectSource(SourceBase):
             entry,
             size=facts.size,
             mtime=entry.mtime or facts.last_modified,
-            source=source,  # type: ignore[arg-type]
+            source=source,
         )
 
     def read_all(self, entry: Entry) -> bytes:
@@ -349,7 +349,7 @@ def object_entry(
         None if facts is None else facts.size,
         None if facts is None else facts.last_modified,
         _guess_media_type(name),
-        source,  # type: ignore[arg-type]
+        source,
         FILE_MODE,
     )
 
