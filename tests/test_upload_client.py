@@ -31,7 +31,7 @@ from starlette.routing import Route
 import multiresp._fs
 from multiresp import Entry, IntegrityError, UnsafeNameError, walk
 from multiresp._events import Data, EntryStart
-from multiresp._multipart import MultipartReader
+from multiresp._multipart import MultipartReader, MultipartWriter
 from multiresp._uploading import Tracker, iter_body, plan_upload
 from multiresp.client import Progress, aupload, upload
 
@@ -356,6 +356,43 @@ def test_length_is_exact_and_reader_reads_it_back(files: dict[str, bytes], field
         elif type(event).__name__ in ("End", "_Sentinel"):
             break
     assert got == files
+
+
+def test_part_headers_are_formatted_once(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan measures the body by writing every part's headers; a file's and a bytes
+    entry's are then sent as written. An iterable's go through the writer again, which counts
+    its bytes against its size."""
+    for number in range(5):
+        (tmp_path / f"f{number}.txt").write_bytes(b"x" * number)
+    entries: list[Entry | pathlib.Path] = [tmp_path / f"f{n}.txt" for n in range(5)]
+    entries += [
+        Entry.from_bytes(b"bytes", "b.bin"),
+        Entry.from_iter(iter([b"it", b"er"]), "i.bin", size=4),
+    ]
+    formatted: list[str] = []
+    real = MultipartWriter.start_part
+
+    def start_part(self: MultipartWriter, name: str, **kwargs: Any) -> bytes:
+        formatted.append(name)
+        return real(self, name, **kwargs)
+
+    monkeypatch.setattr(MultipartWriter, "start_part", start_part)
+    plan = plan_upload(entries, field="files")
+    assert len(formatted) == 7
+    body = b"".join(iter_body(plan, Tracker(plan, None)))
+    assert formatted[7:] == ["i.bin"]
+    assert len(body) == plan.length
+    parsed = email.message_from_bytes(
+        b"Content-Type: " + plan.headers["Content-Type"].encode() + b"\r\n\r\n" + body,
+        policy=email.policy.HTTP,
+    )
+    assert [(p.get_filename(), p.get_payload(decode=True)) for p in parsed.iter_parts()] == [
+        *((f"f{n}.txt", b"x" * n) for n in range(5)),
+        ("b.bin", b"bytes"),
+        ("i.bin", b"iter"),
+    ]
 
 
 # -- progress -------------------------------------------------------------------------------------

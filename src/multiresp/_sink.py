@@ -10,14 +10,20 @@ How this works: the sink is told what arrives, in the order the readers produce 
    platform allows it (POSIX), every step opens the next folder relative to the previous one
    with ``O_NOFOLLOW | O_DIRECTORY``, so an existing symbolic link is refused instead of
    followed, and no path string is ever resolved through anything in ``dest``;
-3. writes the content to a hidden temporary file in that folder, created with
-   ``O_CREAT | O_EXCL | O_NOFOLLOW``, with one ``writev`` per batch of chunks instead of one
-   ``write`` per chunk, and hashes it (SHA-256): small writes on the spot, large ones on a
-   thread of the sink's own, so that hashing one batch overlaps with writing the next (both
-   release the GIL, and after receiving they are the largest costs of a download);
+3. writes the content to a temporary file in that folder, with one ``writev`` per batch of
+   chunks instead of one ``write`` per chunk, and hashes it (SHA-256): small writes on the
+   spot, large ones on a thread of the sink's own, so that hashing one batch overlaps with
+   writing the next (both release the GIL, and after receiving they are the largest costs
+   of a download). The temporary file is hidden, created with
+   ``O_CREAT | O_EXCL | O_NOFOLLOW``; under the policies that never replace a file
+   (``if_exists="error"`` or ``"skip"``, as uploads use) it has no name at all where Linux
+   allows it (``O_TMPFILE``), so nothing partial is ever visible and a small file costs one
+   change to its folder instead of three;
 4. at the entry's end, checks the byte count against the reader's and the declared size (and
    the SHA-256 against a multipart part's ``Repr-Digest`` / ``Content-Digest`` / ``Digest``
-   header, when it sent one), and only then renames the temporary file into place.
+   header, when it sent one), and only then gives the file its name: a rename over any
+   file there (``"replace"``), or else a hard link, which the file system refuses over a
+   taken name, so that no file that appears meanwhile is ever replaced.
 
 Anything that goes wrong removes the current temporary file, and the folders made for that
 entry alone when they are still empty; files already renamed into place were complete and
