@@ -659,7 +659,7 @@ def test_a_folder_or_our_own_file_appearing_before_the_link_is_named(
     assert temp_files(tmp_path) == []
 
 
-@pytest.mark.parametrize("code", [errno.EPERM, errno.EOPNOTSUPP])
+@pytest.mark.parametrize("code", [errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL])
 def test_without_hard_links_files_are_renamed_after_a_check(
     tmp_path: pathlib.Path, mode: str, monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:

@@ -105,10 +105,11 @@ _NO_TMPFILE = frozenset(
     for code in ("EOPNOTSUPP", "ENOTSUP", "EISDIR", "EINVAL", "ENOSYS")
     if hasattr(errno, code)
 )
-# What link() raises where the file system (or the platform) has no hard links.
+# What link() raises where the file system (or the platform) has no hard links (EINVAL:
+# Windows on FAT).
 _NO_LINKS = frozenset(
     getattr(errno, code)
-    for code in ("EPERM", "EACCES", "EXDEV", "EMLINK", "ENOSYS", "ENOTSUP", "EOPNOTSUPP")
+    for code in ("EPERM", "EACCES", "EXDEV", "EMLINK", "ENOSYS", "ENOTSUP", "EOPNOTSUPP", "EINVAL")
     if hasattr(errno, code)
 )
 _REPARSE_POINT = stat.FILE_ATTRIBUTE_REPARSE_POINT
