@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 import multiresp._fs
+import multiresp._uploading
 from multiresp import Entry, IntegrityError, UnsafeNameError, walk
 from multiresp._events import Data, EntryStart
 from multiresp._multipart import MultipartReader, MultipartWriter
@@ -487,6 +488,28 @@ async def test_aupload_reads_off_the_event_loop(
     assert len(opened_on) == len([n for n in tree if n.startswith("photos/")])
     assert loop_thread not in opened_on
     assert ticks_at_reports[-1] > ticks_at_reports[0]  # the loop ran while files were sent
+
+
+async def test_aupload_lists_folders_off_the_event_loop(
+    anyio_backend: str,
+    receiver: tuple[Receiver, str],
+    tree: dict[str, bytes],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder is listed with a stat per file: not on the loop, which other tasks share."""
+    _, url = receiver
+    listed_on: list[int] = []
+    real = multiresp._uploading.entries_for_path
+
+    def spy(path: str | os.PathLike[str]) -> list[Entry]:
+        listed_on.append(threading.get_ident())
+        return real(path)
+
+    monkeypatch.setattr(multiresp._uploading, "entries_for_path", spy)
+    response = await aupload(url + "/form", tmp_path / "photos")
+    assert response.status_code == 200
+    assert listed_on and threading.get_ident() not in listed_on
 
 
 # -- refusals --------------------------------------------------------------------------------------

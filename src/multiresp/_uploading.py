@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio
+import anyio.to_thread
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -412,12 +414,13 @@ async def aupload(
 ) -> httpx.Response:
     """Upload files as one ``multipart/form-data`` request; the async twin of :func:`upload`.
 
-    Runs on anyio (asyncio or trio) and never blocks the event loop: files are opened and
-    read in worker threads, and the next block is read while this one is sent. Entries may
-    read async iterables too. Arguments, return value and errors are those of
-    :func:`upload`, with an ``httpx.AsyncClient`` as ``client``.
+    Runs on anyio (asyncio or trio) and never blocks the event loop: folders are listed, and
+    files opened and read, in worker threads, and the next block is read while this one is
+    sent. Entries may read async iterables too. Arguments, return value and errors are those
+    of :func:`upload`, with an ``httpx.AsyncClient`` as ``client``.
     """
-    plan = plan_upload(files, field=field)
+    # Listing a folder stats each of its files: thousands of them would hold the loop.
+    plan = await anyio.to_thread.run_sync(functools.partial(plan_upload, files, field=field))
     tracker = Tracker(plan, progress)
     kwargs = _request_kwargs(plan, request_kwargs)
     try:
