@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import hashlib
 import os
 import pathlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -20,6 +21,21 @@ from multiresp._sink import TEMP_SUFFIX, FileSink
 @pytest.fixture(params=["dir_fd", "paths"])
 def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test with descriptor-relative calls (POSIX) and with checked path strings."""
+    if request.param == "paths":
+        monkeypatch.setattr(_sink, "_USE_DIR_FD", False)
+        monkeypatch.setattr(_sink, "_TMPFILES", False)
+    return str(request.param)
+
+
+@pytest.fixture(params=["anonymous", "named", "paths"])
+def temps(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Under the policies that never replace a file: with unnamed temporary files (Linux
+    ``O_TMPFILE``), with hidden named ones (other POSIX systems), and with named ones on
+    checked path strings (Windows)."""
+    if request.param == "anonymous" and not _sink._TMPFILES:
+        pytest.skip("no O_TMPFILE on this system")
+    if request.param != "anonymous":
+        monkeypatch.setattr(_sink, "_TMPFILES", False)
     if request.param == "paths":
         monkeypatch.setattr(_sink, "_USE_DIR_FD", False)
     return str(request.param)
@@ -571,11 +587,12 @@ def test_bad_arguments(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("policy", ["replace", "error"])
-def test_a_file_costs_one_stat_before_its_rename_and_one_more_to_refuse(
+def test_a_file_costs_one_stat(
     tmp_path: pathlib.Path, mode: str, monkeypatch: pytest.MonkeyPatch, policy: _sink.IfExists
 ) -> None:
-    """File creation is most of a small file's cost: the checks before the rename share one
-    stat, and "error" adds only the one that refuses before writing."""
+    """File creation is most of a small file's cost: "replace" checks the target once before
+    its rename; "error" checks once before writing, and its hard link refuses a taken name
+    at the end without another stat."""
     calls: list[str] = []
     real_stat = os.stat
 
@@ -588,8 +605,108 @@ def test_a_file_costs_one_stat_before_its_rename_and_one_more_to_refuse(
         for number in range(3):
             sink.handle(file_events(f"{number}.txt", b"data"))
         monkeypatch.undo()
-    assert len(calls) == 3 * (1 if policy == "replace" else 2)
+    assert len(calls) == 3
     assert tree(tmp_path) == {f"{number}.txt": b"data" for number in range(3)}
+    assert temp_files(tmp_path) == []
+
+
+def _appear_at_close(
+    monkeypatch: pytest.MonkeyPatch, sink: FileSink, make: Callable[[], object]
+) -> None:
+    """Call ``make`` when the sink takes the complete file's inode number, just before it
+    closes it and gives it its name: after any check it could make before that."""
+    real_fstat = os.fstat
+
+    def fstat(fd: int) -> os.stat_result:
+        if sink.current is not None and not getattr(fstat, "done", False):
+            fstat.done = True  # type: ignore[attr-defined]
+            make()
+        return real_fstat(fd)
+
+    monkeypatch.setattr(_sink.os, "fstat", fstat)
+
+
+@pytest.mark.parametrize("policy", ["skip", "error"])
+def test_a_file_that_appears_just_before_the_rename_is_never_replaced(
+    tmp_path: pathlib.Path, temps: str, monkeypatch: pytest.MonkeyPatch, policy: _sink.IfExists
+) -> None:
+    """The name is given with a hard link, which the file system refuses over a taken name:
+    no window between a check and a rename in which another file could be replaced."""
+    with FileSink(tmp_path, if_exists=policy) as sink:
+        _appear_at_close(monkeypatch, sink, lambda: (tmp_path / "a.txt").write_bytes(b"theirs"))
+        with pytest.raises(FileExistsError, match="already in the destination"):
+            sink.handle(file_events("a.txt", b"ours"))
+        monkeypatch.undo()
+    assert tree(tmp_path) == {"a.txt": b"theirs"}
+    assert sink.saved == []
+
+
+def test_a_folder_or_our_own_file_appearing_before_the_link_is_named(
+    tmp_path: pathlib.Path, temps: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FileSink(tmp_path, if_exists="error") as sink:
+        _appear_at_close(monkeypatch, sink, lambda: (tmp_path / "d").mkdir())
+        with pytest.raises(UnsafeNameError, match="folder of that name"):
+            sink.handle(file_events("d", b"x"))
+        monkeypatch.undo()
+        sink.abort()  # as the readers' callers do after an error
+        sink.handle(file_events("a", b"first"))
+        _appear_at_close(monkeypatch, sink, lambda: os.link(tmp_path / "a", tmp_path / "b"))
+        with pytest.raises(UnsafeNameError, match="already wrote"):
+            sink.handle(file_events("b", b"second"))
+        monkeypatch.undo()
+    assert tree(tmp_path) == {"a": b"first", "b": b"first", "d": None}
+    assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.EOPNOTSUPP, errno.EINVAL])
+def test_without_hard_links_files_are_renamed_after_a_check(
+    tmp_path: pathlib.Path, mode: str, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """FAT and some network file systems refuse hard links: the sink renames instead."""
+    monkeypatch.setattr(_sink, "_TMPFILES", False)  # these have no O_TMPFILE either
+    links: list[object] = []
+
+    def no_link(*args: object, **kwargs: object) -> None:
+        links.append(args)
+        raise OSError(code, "no hard links here")
+
+    monkeypatch.setattr(_sink.os, "link", no_link)
+    with FileSink(tmp_path, if_exists="error") as sink:
+        for number in range(3):
+            sink.handle(file_events(f"{number}.txt", b"data"))
+        _appear_at_close(monkeypatch, sink, lambda: (tmp_path / "late").write_bytes(b"theirs"))
+        with pytest.raises(FileExistsError, match="already in the destination"):
+            sink.handle(file_events("late", b"ours"))
+    assert len(links) == 1  # tried once, then never again in this sink
+    assert tree(tmp_path) == {
+        **{f"{number}.txt": b"data" for number in range(3)},
+        "late": b"theirs",
+    }
+    assert temp_files(tmp_path) == []
+
+
+def test_a_link_whose_temporary_name_cannot_be_removed_is_undone(
+    tmp_path: pathlib.Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sink, "_TMPFILES", False)  # an unnamed file has no such name
+    """The file would have two names and not be listed in ``saved``: an upload could not
+    roll it back. Its final name goes, and the error is raised."""
+    real_unlink = os.unlink
+    failed: list[str] = []
+
+    def unlink(path: str, *args: object, **kwargs: object) -> None:
+        if path.endswith(TEMP_SUFFIX) and not failed:
+            failed.append(path)
+            raise PermissionError(errno.EACCES, "refused", path)
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_sink.os, "unlink", unlink)
+    with FileSink(tmp_path, if_exists="error") as sink, pytest.raises(PermissionError):
+        sink.handle(file_events("a.txt", b"data"))
+    assert failed
+    assert tree(tmp_path) == {}
+    assert sink.saved == []
 
 
 def test_a_file_that_appears_during_its_entry_is_refused_under_error(
@@ -603,3 +720,49 @@ def test_a_file_that_appears_during_its_entry_is_refused_under_error(
             sink.end(EntryEnd(name="a.txt", size=3))
     assert tree(tmp_path) == {"a.txt": b"someone else's"}
     assert temp_files(tmp_path) == []
+
+
+def test_no_replace_policies_write_to_an_unnamed_file(tmp_path: pathlib.Path) -> None:
+    """Under "error" and "skip" a file has no name until it is complete (Linux O_TMPFILE):
+    nothing partial is ever visible, nothing to remove on a failure, and one directory
+    change per file instead of three."""
+    if not _sink._TMPFILES:
+        pytest.skip("no O_TMPFILE on this system")
+    with FileSink(tmp_path / "named") as named:
+        named.handle(file_events("a.txt", b"mode"))
+    with FileSink(tmp_path / "d", if_exists="error") as sink:
+        sink.handle([EntryStart(name="sub/a.txt"), Data(b"half")])
+        assert tree(tmp_path / "d") == {"sub": None}  # no name at all yet
+        sink.handle([Data(b" and half"), EntryEnd(name="sub/a.txt", size=13)])
+        sink.handle([EntryStart(name="b.txt"), Data(b"cut")])
+    assert tree(tmp_path / "d") == {"sub": None, "sub/a.txt": b"half and half"}
+    made = (tmp_path / "d" / "sub" / "a.txt").stat()
+    assert made.st_mode == (tmp_path / "named" / "a.txt").stat().st_mode  # umask applied
+    assert made.st_nlink == 1
+
+
+@pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.EISDIR])
+def test_without_o_tmpfile_the_sink_names_its_temporary_files(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """A file system without O_TMPFILE (or a kernel before 3.11, which reads it as
+    O_DIRECTORY): named temporary files from then on, the first entry included."""
+    if not hasattr(os, "O_TMPFILE") or not _sink._USE_DIR_FD:
+        pytest.skip("no O_TMPFILE on this system")
+    real_open = os.open
+    refused: list[int] = []
+
+    def open_(path: str, flags: int, *args: object, **kwargs: object) -> int:
+        if flags & _sink._TMPFILE_FLAGS == _sink._TMPFILE_FLAGS:
+            refused.append(flags)
+            raise OSError(code, "not here")
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_sink, "_TMPFILES", True)
+    monkeypatch.setattr(_sink.os, "open", open_)
+    with FileSink(tmp_path, if_exists="error") as sink:
+        sink.handle([EntryStart(name="a"), Data(b"1")])
+        assert len(temp_files(tmp_path)) == 1
+        sink.handle([EntryEnd(name="a", size=1), *file_events("b", b"2")])
+    assert len(refused) == 1
+    assert tree(tmp_path) == {"a": b"1", "b": b"2"}

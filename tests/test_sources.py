@@ -387,3 +387,15 @@ def test_entries_from_a_stream_are_settled_before_they_are_read(
     for name in contents(bucket):
         events = [kind for kind, key, _ in log.events if key == name]
         assert events[0] == "settle", (name, events)
+
+
+def test_an_upload_holds_a_short_source_to_its_size() -> None:
+    """An upload sends a re-readable part with the headers planned from its size, bypassing
+    the writer's count: the pump itself must refuse a source that gives fewer bytes."""
+    from multiresp._uploading import Tracker, iter_body, plan_upload
+
+    source = Truncated("b", "short", b"0123456789", Log())
+    entry = source.settle(unnamed("short.bin", source))
+    plan = plan_upload([entry], field="files")
+    with pytest.raises(IntegrityError, match="size check"):
+        b"".join(iter_body(plan, Tracker(plan, None)))

@@ -29,8 +29,10 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Route
 
 import multiresp._fs
+import multiresp._uploading
 from multiresp import Entry, IntegrityError, UnsafeNameError, walk
 from multiresp._events import Data, EntryStart
+from multiresp._multipart import MultipartWriter
 from multiresp._multipart_reader import MultipartReader
 from multiresp._uploading import Tracker, iter_body, plan_upload
 from multiresp.client import Progress, aupload, upload
@@ -358,6 +360,43 @@ def test_length_is_exact_and_reader_reads_it_back(files: dict[str, bytes], field
     assert got == files
 
 
+def test_part_headers_are_formatted_once(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan measures the body by writing every part's headers; a file's and a bytes
+    entry's are then sent as written. An iterable's go through the writer again, which counts
+    its bytes against its size."""
+    for number in range(5):
+        (tmp_path / f"f{number}.txt").write_bytes(b"x" * number)
+    entries: list[Entry | pathlib.Path] = [tmp_path / f"f{n}.txt" for n in range(5)]
+    entries += [
+        Entry.from_bytes(b"bytes", "b.bin"),
+        Entry.from_iter(iter([b"it", b"er"]), "i.bin", size=4),
+    ]
+    formatted: list[str] = []
+    real = MultipartWriter.start_part
+
+    def start_part(self: MultipartWriter, name: str, **kwargs: Any) -> bytes:
+        formatted.append(name)
+        return real(self, name, **kwargs)
+
+    monkeypatch.setattr(MultipartWriter, "start_part", start_part)
+    plan = plan_upload(entries, field="files")
+    assert len(formatted) == 7
+    body = b"".join(iter_body(plan, Tracker(plan, None)))
+    assert formatted[7:] == ["i.bin"]
+    assert len(body) == plan.length
+    parsed = email.message_from_bytes(
+        b"Content-Type: " + plan.headers["Content-Type"].encode() + b"\r\n\r\n" + body,
+        policy=email.policy.HTTP,
+    )
+    assert [(p.get_filename(), p.get_payload(decode=True)) for p in parsed.iter_parts()] == [
+        *((f"f{n}.txt", b"x" * n) for n in range(5)),
+        ("b.bin", b"bytes"),
+        ("i.bin", b"iter"),
+    ]
+
+
 # -- progress -------------------------------------------------------------------------------------
 
 
@@ -450,6 +489,28 @@ async def test_aupload_reads_off_the_event_loop(
     assert len(opened_on) == len([n for n in tree if n.startswith("photos/")])
     assert loop_thread not in opened_on
     assert ticks_at_reports[-1] > ticks_at_reports[0]  # the loop ran while files were sent
+
+
+async def test_aupload_lists_folders_off_the_event_loop(
+    anyio_backend: str,
+    receiver: tuple[Receiver, str],
+    tree: dict[str, bytes],
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder is listed with a stat per file: not on the loop, which other tasks share."""
+    _, url = receiver
+    listed_on: list[int] = []
+    real = multiresp._uploading.entries_for_path
+
+    def spy(path: str | os.PathLike[str]) -> list[Entry]:
+        listed_on.append(threading.get_ident())
+        return real(path)
+
+    monkeypatch.setattr(multiresp._uploading, "entries_for_path", spy)
+    response = await aupload(url + "/form", tmp_path / "photos")
+    assert response.status_code == 200
+    assert listed_on and threading.get_ident() not in listed_on
 
 
 # -- refusals --------------------------------------------------------------------------------------

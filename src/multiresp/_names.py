@@ -271,7 +271,9 @@ def _parse_params(value: str, *, strict: bool) -> tuple[str, dict[str, str]]:
     for match in _PARAM.finditer(";" + rest):
         key, raw = match.group(1).lower(), match.group(2).strip()
         if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+            raw = raw[1:-1]
+            if "\\" in raw:  # a quoted-pair; most values have none
+                raw = re.sub(r"\\(.)", r"\1", raw)
         if key.endswith("*"):
             try:
                 raw = decode_ext_value(raw)

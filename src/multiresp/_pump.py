@@ -209,6 +209,12 @@ class _BlockingWork(AbandonableSteps):
     def _whole(self, entry: Entry, source: Source, opened: Reader | None) -> list[bytes]:
         read_from = time.time_ns()
         data = source.read_all(entry) if opened is None else _read_whole(opened)
+        if len(data) != entry.size:  # held to its size, whatever the encoder checks
+            raise IntegrityError(
+                f"entry {entry.name!r}: its source gave {len(data)} bytes, not the {entry.size} "
+                "listed (size check)",
+                entry=entry.name,
+            )
         self._taken += len(data)
         crc = None
         if self.crc_first(entry, data):

@@ -10,14 +10,20 @@ How this works: the sink is told what arrives, in the order the readers produce 
    platform allows it (POSIX), every step opens the next folder relative to the previous one
    with ``O_NOFOLLOW | O_DIRECTORY``, so an existing symbolic link is refused instead of
    followed, and no path string is ever resolved through anything in ``dest``;
-3. writes the content to a hidden temporary file in that folder, created with
-   ``O_CREAT | O_EXCL | O_NOFOLLOW``, with one ``writev`` per batch of chunks instead of one
-   ``write`` per chunk, and hashes it (SHA-256): small writes on the spot, large ones on a
-   thread of the sink's own, so that hashing one batch overlaps with writing the next (both
-   release the GIL, and after receiving they are the largest costs of a download);
+3. writes the content to a temporary file in that folder, with one ``writev`` per batch of
+   chunks instead of one ``write`` per chunk, and hashes it (SHA-256): small writes on the
+   spot, large ones on a thread of the sink's own, so that hashing one batch overlaps with
+   writing the next (both release the GIL, and after receiving they are the largest costs
+   of a download). The temporary file is hidden, created with
+   ``O_CREAT | O_EXCL | O_NOFOLLOW``; under the policies that never replace a file
+   (``if_exists="error"`` or ``"skip"``, as uploads use) it has no name at all where Linux
+   allows it (``O_TMPFILE``), so nothing partial is ever visible and a small file costs one
+   change to its folder instead of three;
 4. at the entry's end, checks the byte count against the reader's and the declared size (and
    the SHA-256 against a multipart part's ``Repr-Digest`` / ``Content-Digest`` / ``Digest``
-   header, when it sent one), and only then renames the temporary file into place.
+   header, when it sent one), and only then gives the file its name: a rename over any
+   file there (``"replace"``), or else a hard link, which the file system refuses over a
+   taken name, so that no file that appears meanwhile is ever replaced.
 
 Anything that goes wrong removes the current temporary file, and the folders made for that
 entry alone when they are still empty; files already renamed into place were complete and
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import hashlib
 import os
@@ -86,6 +93,25 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
 _OPEN_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+_UTIME_FD = os.utime in os.supports_fd
+_LINKS = hasattr(os, "link") and (not _USE_DIR_FD or os.link in os.supports_dir_fd)
+_FD_LINKS = "/proc/self/fd"  # where Linux names an open file, to link() it by descriptor
+# Unnamed files (Linux), named through /proc once complete; relative to a folder descriptor.
+_TMPFILES = _USE_DIR_FD and hasattr(os, "O_TMPFILE") and os.path.isdir(_FD_LINKS)
+_TMPFILE_FLAGS = os.O_WRONLY | getattr(os, "O_TMPFILE", 0) | _O_CLOEXEC
+# What open(O_TMPFILE) raises where the file system has none (EISDIR: a kernel before 3.11).
+_NO_TMPFILE = frozenset(
+    getattr(errno, code)
+    for code in ("EOPNOTSUPP", "ENOTSUP", "EISDIR", "EINVAL", "ENOSYS")
+    if hasattr(errno, code)
+)
+# What link() raises where the file system (or the platform) has no hard links (EINVAL:
+# Windows on FAT).
+_NO_LINKS = frozenset(
+    getattr(errno, code)
+    for code in ("EPERM", "EACCES", "EXDEV", "EMLINK", "ENOSYS", "ENOTSUP", "EOPNOTSUPP", "EINVAL")
+    if hasattr(errno, code)
+)
 _REPARSE_POINT = stat.FILE_ATTRIBUTE_REPARSE_POINT
 # sha-256 in a structured-field digest (RFC 9530: Repr-Digest, Content-Digest) and in the
 # older Digest header (RFC 3230), which has no colons around the base64.
@@ -126,7 +152,7 @@ class _OpenFile:
     start: EntryStart
     folder: _Folder
     final_name: str
-    temp_name: str
+    temp_name: str | None  # None: an anonymous file (O_TMPFILE), named only when complete
     fd: int
     hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
     size: int = 0
@@ -171,13 +197,17 @@ def _declared_sha256(start: EntryStart) -> bytes | None:
     return None
 
 
+def _fd_path(fd: int) -> str:
+    return f"{_FD_LINKS}/{fd}"
+
+
 def _is_link(st: os.stat_result) -> bool:
     return stat.S_ISLNK(st.st_mode) or bool(getattr(st, "st_file_attributes", 0) & _REPARSE_POINT)
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
     """Write ``chunks`` to ``fd`` with as few system calls as possible, copying nothing."""
-    if not hasattr(os, "writev"):  # pragma: no cover - Windows
+    if len(chunks) == 1 or not hasattr(os, "writev"):  # one buffer (a small file): write()
         for chunk in chunks:
             view = memoryview(chunk)
             while view:
@@ -307,6 +337,8 @@ class FileSink:
         self._cached: tuple[tuple[str, ...], _Folder] | None = None
         self._made: list[str] = []  # folders created for the entry in progress, outermost first
         self._hashing: _HashThread | None = None  # started by the first large write
+        self._links = _LINKS  # False once the file system refused a hard link
+        self._tmpfiles = _LINKS and _TMPFILES  # False once the file system refused O_TMPFILE
 
     def __enter__(self) -> FileSink:
         return self
@@ -392,17 +424,40 @@ class FileSink:
                 self._current = _Skipped(event)
                 return
             self._refuse_existing(name)
+        fd = self._anonymous(folder) if self.if_exists != "replace" else None
+        temp_name = None
+        if fd is None:
+            temp_name, fd = self._named_temp(name, folder, parts[-1])
+        self._current = _OpenFile(event, folder, parts[-1], temp_name, fd)
+
+    @staticmethod
+    def _named_temp(name: str, folder: _Folder, final_name: str) -> tuple[str, int]:
+        """Create a hidden temporary file in ``folder``: its name and open descriptor."""
         for _ in range(TEMP_NAME_ATTEMPTS):
-            temp_name = _temp_name(parts[-1])
+            temp_name = _temp_name(final_name)
             path, dir_fd = folder.ref(temp_name)
             try:
-                fd = os.open(path, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
-            except FileExistsError:
+                return temp_name, os.open(path, _CREATE_FLAGS, FILE_MODE, dir_fd=dir_fd)
+            except FileExistsError:  # pragma: no cover - a random 48-bit name taken
                 continue
-            break
-        else:  # pragma: no cover - five random 48-bit names all taken
-            raise FileExistsError(f"no free temporary name for entry {name!r}")
-        self._current = _OpenFile(event, folder, parts[-1], temp_name, fd)
+        raise FileExistsError(f"no free temporary name for entry {name!r}")  # pragma: no cover
+
+    def _anonymous(self, folder: _Folder) -> int | None:
+        """An unnamed file in ``folder`` (Linux ``O_TMPFILE``), or None where there is none.
+
+        It has no name until it is complete and linked into place: nothing to remove on a
+        failure, nor left behind by a crash, and one directory change per file instead of
+        three (create, link, unlink), which is most of a small file's cost.
+        """
+        if not self._tmpfiles or folder.fd is None:
+            return None
+        try:
+            return os.open(".", _TMPFILE_FLAGS, FILE_MODE, dir_fd=folder.fd)
+        except OSError as exc:
+            if exc.errno not in _NO_TMPFILE:
+                raise
+            self._tmpfiles = False  # this file system has none: named files from now on
+            return None
 
     def write(self, chunks: list[bytes]) -> None:
         """Append ``chunks`` to the current entry, after checking the limits and its size."""
@@ -469,27 +524,79 @@ class FileSink:
                 f"entry {name!r}: its SHA-256 does not match the digest its headers declare",
                 entry=name,
             )
-        folder = current.folder
         mtime = current.start.mtime
-        if mtime is not None and os.utime in os.supports_fd:
+        if mtime is not None and _UTIME_FD:
             ns = ns_from_datetime(mtime)
             os.utime(current.fd, ns=(ns, ns))
         st = os.fstat(current.fd)
+        if current.temp_name is not None:
+            os.close(current.fd)
+            current.fd = -1
+        if self.if_exists == "replace" or not self._link_new(current):
+            self._replace(current)
+        if current.fd >= 0:
+            os.close(current.fd)
+            current.fd = -1
+        self._current, self._made = None, []
+        self._placed.add((st.st_dev, st.st_ino))
+        saved = SavedFile(name, self.dest / name, current.size, current.hasher.hexdigest())
+        self.saved.append(saved)
+        return saved
+
+    def _replace(self, current: _OpenFile) -> None:
+        """Rename the complete temporary file into place, replacing a file of that name
+        (``if_exists="replace"``), after one ``stat`` that refuses a folder, a file this
+        transfer placed, and (other policies, where links are not available) any file."""
+        name, folder = current.start.name, current.folder
         final_path, dir_fd = folder.ref(current.final_name)
         taken = self._check_target(name, final_path, dir_fd)
         if self.if_exists != "replace" and taken:
             self._refuse_existing(name)  # it appeared while the entry was written
-        os.close(current.fd)
-        current.fd = -1
+        assert current.temp_name is not None  # anonymous files only where links work
         temp_path, _ = folder.ref(current.temp_name)
         os.replace(temp_path, final_path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        self._current, self._made = None, []
-        self._placed.add((st.st_dev, st.st_ino))
-        saved = SavedFile(
-            name, self.dest.joinpath(*name.split("/")), current.size, current.hasher.hexdigest()
-        )
-        self.saved.append(saved)
-        return saved
+
+    def _link_new(self, current: _OpenFile) -> bool:
+        """Give the complete temporary file its name without ever replacing a file: a hard
+        link, which the file system refuses when the name is taken (no window between a
+        check and the rename), then the temporary name is removed.
+
+        Returns:
+            False when this file system has no hard links (the caller then renames).
+
+        Raises:
+            UnsafeNameError: the name is a folder, or a file this transfer placed.
+            FileExistsError: the name is taken (by a file or a link).
+        """
+        if not self._links:
+            return False
+        name, folder = current.start.name, current.folder
+        final_path, dir_fd = folder.ref(current.final_name)
+        if current.temp_name is None:  # open still: linked through its descriptor
+            try:
+                os.link(_fd_path(current.fd), final_path, dst_dir_fd=dir_fd)
+            except FileExistsError:
+                self._check_target(name, final_path, dir_fd)  # a folder, or a file of ours?
+                self._refuse_existing(name)  # it appeared while the entry was written
+            return True
+        temp_path, _ = folder.ref(current.temp_name)
+        try:
+            os.link(temp_path, final_path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except FileExistsError:
+            self._check_target(name, final_path, dir_fd)  # a folder, or a file of ours?
+            self._refuse_existing(name)  # it appeared while the entry was written
+        except OSError as exc:
+            if exc.errno not in _NO_LINKS:
+                raise
+            self._links = False  # FAT, some network and FUSE file systems
+            return False
+        try:
+            os.unlink(temp_path, dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):  # not listed in saved: it must not stay
+                os.unlink(final_path, dir_fd=dir_fd)
+            raise
+        return True
 
     def abort(self) -> None:
         """Drop the entry in progress, if any.
@@ -501,12 +608,13 @@ class FileSink:
         made, self._made = self._made, []
         if isinstance(current, _OpenFile):
             if current.fd >= 0:
-                os.close(current.fd)
-            path, dir_fd = current.folder.ref(current.temp_name)
-            try:
-                os.unlink(path, dir_fd=dir_fd)
-            except FileNotFoundError:
-                pass
+                os.close(current.fd)  # an anonymous file is gone with it
+            if current.temp_name is not None:
+                path, dir_fd = current.folder.ref(current.temp_name)
+                try:
+                    os.unlink(path, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    pass
         if made and self._cached is not None:
             self._cached[1].close()
             self._cached = None

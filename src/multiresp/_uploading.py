@@ -3,11 +3,13 @@
 How this works: :func:`plan_upload` turns what the caller passed into entries (a folder
 becomes its files under the folder's name, as a browser's folder upload names them) and
 decides everything about the body before a byte is read: the boundary, the ``Content-Type``
-and, when every size is known, the exact ``Content-Length`` (``multipart_size`` runs the same
-writer over the sizes alone, so the two cannot disagree). The bytes then come from the pump
-that sends the responses (``_pump``): files opened beneath their walk's root, small ones whole
-and many per step, larger ones in blocks of ``READ_BLOCK``, each checked to be the file
-listed when it is opened and again after its last byte; a file that changed aborts the body.
+and, when every size is known, the exact ``Content-Length``, by running the multipart writer
+over the sizes alone. The part headers it writes then are kept and sent as they are, so the
+length cannot disagree with the body and each header is formatted once. The bytes come from
+the pump that sends the responses (``_pump``): files opened beneath their walk's root, small
+ones whole and many per step, larger ones in blocks of ``READ_BLOCK``, each checked to be the
+file listed when it is opened and again after its last byte; a file that changed aborts the
+body.
 
 :func:`iter_body` runs those steps on the calling thread, for :func:`~multiresp.client.upload`.
 :class:`AsyncBody` runs them in worker threads from a task of their own that stays
@@ -19,17 +21,20 @@ count progress when httpx takes the bytes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio
+import anyio.to_thread
 import httpx
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._entries import Entry, entries_for_path
-from ._multipart import MultipartWriter, multipart_size
+from ._multipart import MultipartWriter
 from ._progress import Progress, ProgressCallback, Reporter
 
 FORM_SUBTYPE = "form-data"
@@ -79,12 +84,17 @@ class UploadPlan:
         boundary: The multipart boundary (random).
         length: The body's exact length, or None when an entry's size is unknown (the body
             is then sent with chunked transfer encoding).
+        heads: When the length is known, each part's delimiter and headers as the writer
+            wrote them to measure the body, to be sent as they are.
+        part_end: The framing the writer ends every part with.
     """
 
     entries: list[Entry]
     field: str
     boundary: str
     length: int | None
+    heads: tuple[bytes, ...] | None = None
+    part_end: bytes = b""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -109,19 +119,37 @@ def plan_upload(files: Files, *, field: str) -> UploadPlan:
     if not isinstance(field, str):
         raise TypeError(f"field must be str, not {type(field).__name__}")
     entries = upload_entries(files)
-    boundary = MultipartWriter(subtype=FORM_SUBTYPE, field=field).boundary
-    length: int | None = None
-    if all(entry.size is not None for entry in entries):
-        parts = [(entry.name, entry.size or 0, entry.media_type) for entry in entries]
-        length = multipart_size(parts, boundary=boundary, subtype=FORM_SUBTYPE, field=field)
-    return UploadPlan(entries, field, boundary, length)
+    writer = MultipartWriter(subtype=FORM_SUBTYPE, field=field)
+    plan = UploadPlan(entries, field, writer.boundary, None)
+    if any(entry.size is None for entry in entries):
+        return plan
+    heads: list[bytes] = []
+    length = 0
+    part_end = b""
+    for entry in entries:  # the writer over the sizes alone: the body's exact length
+        size = entry.size or 0
+        heads.append(writer.start_part(entry.name, size=size, media_type=entry.media_type))
+        writer.skip(size)
+        part_end = writer.end_part()
+        length += len(heads[-1]) + size + len(part_end)
+    length += len(writer.finish())
+    return dataclasses.replace(plan, length=length, heads=tuple(heads), part_end=part_end)
 
 
 class _FormEncoder:
-    """Adapts the pure writer to the pump, and counts the files it has closed."""
+    """Adapts the pure writer to the pump, and counts the files it has closed.
 
-    def __init__(self, writer: MultipartWriter) -> None:
-        self.writer = writer
+    A part whose headers the plan kept, and whose bytes cannot differ from its size (a file,
+    whose size the pump checks when it reads it, or bytes), is sent with those headers as
+    they are; any other part (an iterable) goes through the writer, which counts its bytes
+    against the size it declared.
+    """
+
+    def __init__(self, plan: UploadPlan) -> None:
+        self.writer = plan.writer()
+        self._heads = iter(plan.heads) if plan.heads is not None else None
+        self._part_end = plan.part_end
+        self._kept = False  # the open part is sent with the plan's headers
         self.ended = 0
 
     def wants_crc(self, entry: Entry, sample: bytes) -> bool:
@@ -131,14 +159,20 @@ class _FormEncoder:
         return False
 
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
+        head = next(self._heads) if self._heads is not None else None
+        # A re-readable source's bytes always match its size: the pump reads exactly that
+        # many and refuses a source that changed or ended early.
+        self._kept = head is not None and (entry.source is None or entry.source.rereadable)
+        if head is not None and self._kept:
+            return head
         return self.writer.start_part(entry.name, size=entry.size, media_type=entry.media_type)
 
     def write(self, data: bytes) -> bytes:
-        return self.writer.write(data)
+        return data if self._kept else self.writer.write(data)
 
     def end(self) -> bytes:
         self.ended += 1
-        return self.writer.end_part()
+        return self._part_end if self._kept else self.writer.end_part()
 
     def finish(self) -> bytes:
         return self.writer.finish()
@@ -200,7 +234,7 @@ def iter_body(plan: UploadPlan, tracker: Tracker) -> Iterator[bytes]:
     from ._pace import READ_BLOCK
     from ._pump import _BlockingWork
 
-    encoder = _FormEncoder(plan.writer())
+    encoder = _FormEncoder(plan)
     work = _BlockingWork(encoder)
     work.pending.extend(plan.entries)
     try:
@@ -250,7 +284,7 @@ class AsyncBody:
         """Read the body into the stream, ``PREFETCH_BATCHES`` ahead of the sender."""
         from ._pump import Pump
 
-        encoder = _FormEncoder(self._plan.writer())
+        encoder = _FormEncoder(self._plan)
         pump = Pump(self._plan.entries, encoder)
         async with self._send:
             try:
@@ -379,12 +413,13 @@ async def aupload(
 ) -> httpx.Response:
     """Upload files as one ``multipart/form-data`` request; the async twin of :func:`upload`.
 
-    Runs on anyio (asyncio or trio) and never blocks the event loop: files are opened and
-    read in worker threads, and the next block is read while this one is sent. Entries may
-    read async iterables too. Arguments, return value and errors are those of
-    :func:`upload`, with an ``httpx.AsyncClient`` as ``client``.
+    Runs on anyio (asyncio or trio) and never blocks the event loop: folders are listed, and
+    files opened and read, in worker threads, and the next block is read while this one is
+    sent. Entries may read async iterables too. Arguments, return value and errors are those
+    of :func:`upload`, with an ``httpx.AsyncClient`` as ``client``.
     """
-    plan = plan_upload(files, field=field)
+    # Listing a folder stats each of its files: thousands of them would hold the loop.
+    plan = await anyio.to_thread.run_sync(functools.partial(plan_upload, files, field=field))
     tracker = Tracker(plan, progress)
     kwargs = _request_kwargs(plan, request_kwargs)
     try:

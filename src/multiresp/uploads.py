@@ -18,9 +18,10 @@ multipart reader. This module sorts the parts it gives: one whose ``Content-Disp
 ``filename`` is a file, one without is a text field, kept in memory (bounded by
 ``MAX_FIELDS_BYTES``) and never written. The files' events go, in batches of about
 ``BATCH_BYTES``, to the writer thread (:class:`~multiresp._writer.Writer`), which drives a
-:class:`~multiresp._sink.FileSink`: each file is written to a temporary name in its folder
-under ``dest``, hashed (SHA-256) on the way, and renamed into place once complete. The event
-loop never touches the disk, and no file is spooled through memory or copied twice.
+:class:`~multiresp._sink.FileSink`: each file is written to a temporary file in its folder
+under ``dest`` (unnamed where Linux allows it, else a hidden name), hashed (SHA-256) on the
+way, and linked into place once complete, a link that never replaces a file. The event loop
+never touches the disk, and no file is spooled through memory or copied twice.
 
 An upload is all or nothing: when anything fails (a limit, a malformed body, an unsafe name,
 a client that disconnects), the file in progress is removed, then every file this upload had
@@ -223,8 +224,8 @@ async def receive_files(
 ) -> ReceivedFiles:
     """Stream a ``multipart/form-data`` request body to files under ``dest``.
 
-    Each file part is written while the body arrives, off the event loop, to a temporary name
-    in its folder, hashed on the way, and renamed into place once complete. Its name is the
+    Each file part is written while the body arrives, off the event loop, to a temporary file
+    in its folder, hashed on the way, and given its name once complete. Its name is the
     part's ``filename``, a relative path (browser folder uploads send ``photos/2026/a.jpg``):
     folders are created under ``dest`` as needed. Names are checked as everywhere in
     multiresp (no absolute path, ``..``, backslash, control character; nothing outside
