@@ -28,7 +28,7 @@ PROJECT = PYPROJECT["project"]
 
 # Distributions a module may import only lazily (inside a function, or under
 # `try: ... except ImportError`), from the extra that provides them.
-OPTIONAL = {"isal": "fast", "tqdm": "cli", "uvicorn": "cli"}
+OPTIONAL = {"isal": "fast", "tqdm": "cli", "uvicorn": "cli", "obstore": "s3"}
 
 
 def _requirement_name(requirement: str) -> str:

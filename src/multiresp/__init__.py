@@ -22,6 +22,7 @@ from ._types import SavedFile as SavedFile
 from ._zipwriter import Compression as Compression
 
 if typing.TYPE_CHECKING:  # what type checkers and IDEs see; at run time, __getattr__ below
+    from ._objects import walk_store as walk_store
     from .responses import NEGOTIATED_RESPONSES as NEGOTIATED_RESPONSES
     from .responses import MultipartResponse as MultipartResponse
     from .responses import ZipResponse as ZipResponse
@@ -50,9 +51,10 @@ __all__ = (
     "receive_files",
     "use_crc_cache",
     "walk",
+    "walk_store",
 )
 
-# Public names whose module needs the server's dependencies: name -> submodule.
+# Public names whose module needs the server's dependencies or an extra: name -> submodule.
 _LAZY = {
     "NEGOTIATED_RESPONSES": "responses",
     "MultipartResponse": "responses",
@@ -60,6 +62,7 @@ _LAZY = {
     "ZipStreamResponse": "responses",
     "negotiate": "responses",
     "receive_files": "uploads",
+    "walk_store": "_objects",  # obstore (the s3 extra) is imported when it is called
 }
 
 

@@ -22,6 +22,7 @@ import os
 import stat
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._filereads import SEND_PIECE
 from ._fs import PathSource as PathSource
@@ -30,6 +31,10 @@ from ._names import check_name
 from ._sources import Source as Source
 from ._sources import SourceBase
 from ._zipformat import crc32
+
+if TYPE_CHECKING:
+    from obstore import ObjectMeta
+    from obstore.store import ObjectStore
 
 _SEPARATORS = os.sep + (os.altsep or "")
 DIRECTORY_MEDIA_TYPE = "inode/directory"
@@ -432,6 +437,39 @@ class Entry:
         else:
             raise TypeError(f"chunks must be an iterable of bytes, not {type(chunks).__name__}")
         return cls(name, size, _aware(mtime), media_type or _guess_media_type(name), source)
+
+    @classmethod
+    def from_object(
+        cls,
+        store: ObjectStore,
+        key: str,
+        name: str | None = None,
+        *,
+        meta: ObjectMeta | None = None,
+    ) -> Entry:
+        """An entry for an object in an obstore store (the ``s3`` extra).
+
+        Its size, ETag and mtime (the object's Last-Modified, to the second) come from
+        ``meta`` when it was listed, else from a HEAD when the response starts: an object not
+        found then fails the response before its first byte, with an
+        :class:`~multiresp.IntegrityError` naming the entry and the key. Every read is sent
+        with ``If-Match`` on that ETag, so an object changed since aborts the response.
+
+        Args:
+            store: Any obstore store (``S3Store``, ``GCSStore``, ``AzureStore``,
+                ``LocalStore``, ``MemoryStore``).
+            key: The object's path in the store.
+            name: The name in the archive; defaults to the key's last segment.
+            meta: The object's ``ObjectMeta`` from a listing (``obstore.list``,
+                ``obstore.head``), when already known.
+
+        Raises:
+            UnsafeNameError: the name is not a safe relative path.
+            ValueError: the key ends in ``/`` (a folder), or ``meta`` is another object's.
+        """
+        from ._objects import object_entry
+
+        return object_entry(store, key, name, meta=meta)
 
 
 def entries_for_path(path: str | os.PathLike[str]) -> list[Entry]:

@@ -29,8 +29,11 @@ CRC is known reads each byte once but was slower (1 GiB of 16 MiB files in 0.70 
 s on a quiet machine): every held file is fresh memory that malloc gives back to the kernel
 once sent, and faults in again, page by page, for the next. A source that changed since it was
 listed, when it is opened or when its last byte is read, aborts the transfer (its reader
-checks): the archive must not carry a CRC or size that its bytes belie. A range of a planned
-body is read by :class:`~multiresp._rangereader.RangeReader` instead."""
+checks): the archive must not carry a CRC or size that its bytes belie. A source slow to open
+(``opens_ahead``: an object in a store, a round trip before its first byte) is opened ahead in
+``_open_pool``, with the next ones up to two read blocks, while the entries before it are
+sent. A range of a planned body is read by :class:`~multiresp._rangereader.RangeReader`
+instead."""
 
 from __future__ import annotations
 
@@ -57,6 +60,12 @@ T = TypeVar("T")
 LOOK_AHEAD_ENTRIES = 16  # pending entries searched for the next files to CRC ahead
 SEND_TARGET = 1 << 20  # bytes of output gathered before a send (small files, headers)
 CRC_AHEAD_FILES = 2  # large files whose CRC is computed ahead, beside the one being sent
+OPEN_AHEAD_BLOCKS = 2  # sources slow to open are opened ahead up to this many read blocks,
+OPEN_AHEAD_ENTRIES = 8  # and at most these many entries
+
+# Sources slow to open (``opens_ahead``: an object in a store, a round trip before its first
+# byte) are opened here while the entries before them are sent.
+_open_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="mr-open")
 
 
 class Encoder(Protocol):
@@ -117,6 +126,7 @@ class _BlockingWork(AbandonableSteps):
         self._reader: Reader | None = None
         self._left: int | None = None  # bytes of a sized source left; None: read to its end
         self._ahead: dict[int, concurrent.futures.Future[int]] = {}  # id(entry) -> its CRC
+        self._opened: dict[int, concurrent.futures.Future[Reader]] = {}  # id(entry) -> reader
         self._carry: list[bytes] = []  # a small last piece, joined to the next step's first
         self._taken = 0  # source bytes read by the current step
         self.current: str | None = None  # the name of the entry read last
@@ -132,6 +142,9 @@ class _BlockingWork(AbandonableSteps):
         for future in self._ahead.values():
             future.cancel()
         self._ahead.clear()
+        for opened in self._opened.values():
+            _discard(opened)
+        self._opened.clear()
         super().close()
 
     def _close_file(self) -> None:
@@ -167,6 +180,8 @@ class _BlockingWork(AbandonableSteps):
 
     def _open(self, entry: Entry, block: int) -> list[bytes]:
         encoder, source, listed = self.encoder, entry.source, id(entry)
+        opened = _taken(self._opened.pop(listed, None))
+        self._open_ahead(block)
         if source is not None and self.settle:
             entry = source.settle(entry)
             source = entry.source
@@ -178,8 +193,8 @@ class _BlockingWork(AbandonableSteps):
         size = source.size
         if source.rereadable and size is not None:
             if size <= block:  # whole, in one read; a larger one in blocks (a slow client's too)
-                return self._whole(entry, source)
-            return self._open_sized(entry, source, size, block, listed)
+                return self._whole(entry, source, opened)
+            return self._open_sized(entry, source, size, block, listed, opened)
         reader = source.open(entry)
         self._entry, self._reader, self._left = entry, reader, None
         try:
@@ -191,9 +206,9 @@ class _BlockingWork(AbandonableSteps):
         head = first[0] if first else b""
         return [encoder.start(entry, None, head), *map(encoder.write, first)]
 
-    def _whole(self, entry: Entry, source: Source) -> list[bytes]:
+    def _whole(self, entry: Entry, source: Source, opened: Reader | None) -> list[bytes]:
         read_from = time.time_ns()
-        data = source.read_all(entry)
+        data = source.read_all(entry) if opened is None else _read_whole(opened)
         if len(data) != entry.size:  # held to its size, whatever the encoder checks
             raise IntegrityError(
                 f"entry {entry.name!r}: its source gave {len(data)} bytes, not the {entry.size} "
@@ -211,13 +226,14 @@ class _BlockingWork(AbandonableSteps):
                 self.encoder.end()]  # fmt: skip
 
     def _open_sized(
-        self, entry: Entry, source: Source, size: int, block: int, listed: int
-    ) -> list[bytes]:
+        self, entry: Entry, source: Source, size: int, block: int, listed: int,
+        opened: Reader | None,
+    ) -> list[bytes]:  # fmt: skip
         """Open a large re-readable source (``listed``: the id of its entry as queued, under
-        which a CRC computed ahead waits)."""
+        which a CRC computed ahead waits; ``opened``: its reader opened ahead, if any)."""
         encoder = self.encoder
         read_from = time.time_ns()
-        reader = source.open(entry)
+        reader = source.open(entry) if opened is None else opened
         try:
             crc = None
             ahead = self._ahead.pop(listed, None)
@@ -251,6 +267,22 @@ class _BlockingWork(AbandonableSteps):
                 raise RuntimeError("cancelled")
             crc = _crc_of(pieces, crc)
         return crc
+
+    def _open_ahead(self, block: int) -> None:
+        """Start opening the next entries whose sources are slow to open (``opens_ahead``: a
+        round trip before the first byte), the next one and more up to ``OPEN_AHEAD_BLOCKS``
+        read blocks (a slow client's are small), so that their first bytes are on their way
+        while the entries before them are sent."""
+        ahead = 0
+        for entry in itertools.islice(self.pending, OPEN_AHEAD_ENTRIES):
+            source = entry.source
+            if ahead >= OPEN_AHEAD_BLOCKS * block or source is None or entry.size is None:
+                break
+            if not getattr(source, "opens_ahead", False):
+                break
+            ahead += entry.size
+            if id(entry) not in self._opened:
+                self._opened[id(entry)] = _open_pool.submit(source.open, entry)
 
     def _look_ahead(self) -> None:
         """Start computing the CRCs of the next large re-readable sources while this one is
@@ -302,6 +334,35 @@ def _got(pieces: list[bytes], entry: Entry | None, left: int) -> int:
             entry=name,
         )
     return got
+
+
+def _taken(opened: concurrent.futures.Future[Reader] | None) -> Reader | None:
+    """A reader opened ahead; None when there is none or its opening had not started yet."""
+    if opened is None or opened.cancel():
+        return None
+    return opened.result()
+
+
+def _discard(opened: concurrent.futures.Future[Reader]) -> None:
+    """Close a reader opened ahead and never used, now or once it is open."""
+    if not opened.cancel():
+        opened.add_done_callback(_close_opened)
+
+
+def _close_opened(opened: concurrent.futures.Future[Reader]) -> None:
+    if opened.exception() is None:
+        opened.result().close()
+
+
+def _read_whole(reader: Reader) -> bytes:
+    """The rest of a sized source, in one piece, from a reader (which checks its size)."""
+    pieces: list[bytes] = []
+    try:
+        while more := reader.read(1 << 30):
+            pieces += more
+    finally:
+        reader.close()
+    return b"".join(pieces)
 
 
 def _large(source: Source | None) -> bool:
