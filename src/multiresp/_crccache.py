@@ -11,8 +11,9 @@ the kind's facts. A file is ``("file", 1, <host scope>, device, inode, size, mti
 ctime_ns)``; the host scope is the kernel's boot id, because device numbers mean something
 only within one boot of one host, so a cache file copied or shared elsewhere, or read after a
 reboot, answers nothing for files. Every kind of source names itself by its ``crc_key``
-property (a file builds the key above; an object in a store: ``("s3", 1, endpoint, bucket,
-key, version or ETag, size)``, with no host scope).
+property (a file builds the key above; an object in a store: ``("object", 1, store kind,
+its location fields and prefix, key, ETag, version, size)``, never a credential, with no host
+scope).
 
 Never stale: any change to a file's bytes moves its ctime, unless the change falls in the
 same tick of the file system's clock as the change before it (up to 2 s on FAT, a few ms on

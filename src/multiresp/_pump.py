@@ -278,7 +278,7 @@ class _BlockingWork(AbandonableSteps):
             source = entry.source
             if ahead >= OPEN_AHEAD_BLOCKS * block or source is None or entry.size is None:
                 break
-            if not getattr(source, "opens_ahead", False):
+            if not source.opens_ahead:
                 break
             ahead += entry.size
             if id(entry) not in self._opened:

@@ -13,6 +13,8 @@ What a source tells:
   sources has a plan, an exact layout known before reading, a strong ``ETag`` and ranges;
 - ``blocking``: whether it is read in worker threads (:meth:`Source.open`,
   :meth:`Source.read_all`) or on the event loop (:meth:`Source.chunks`);
+- ``opens_ahead``: whether opening it costs a round trip before its first byte (an object in
+  a store), so the pump opens it while the entries before it are sent;
 - ``identity``: what names its content beside the entry's name, size, mtime and mode, for
   the ``ETag``: the same on every replica, never a fact local to one host (bytes: their
   CRC-32; an object: its store ETag or version). None when those facts suffice (a file);
@@ -84,6 +86,9 @@ class Source(Protocol):
     def blocking(self) -> bool: ...
 
     @property
+    def opens_ahead(self) -> bool: ...
+
+    @property
     def identity(self) -> Hashable | None: ...
 
     @property
@@ -146,6 +151,7 @@ class SourceBase:
 
     rereadable = True
     blocking = True
+    opens_ahead = False
 
     @property
     def identity(self) -> Hashable | None:
