@@ -14,6 +14,8 @@ The convention (also in the README's "Development" section):
   serves by default), which the test rewrites to the live server's address.
 - Every route a server block defines must be requested by some client block, and answered
   with a status below 400: an example nobody runs is an example that drifts.
+- A block fenced ```` ```python s3 ```` needs an S3 server; it is skipped here and run against
+  moto by ``tests/test_objects.py``.
 """
 
 from __future__ import annotations
