@@ -24,6 +24,7 @@ import sys
 import time
 
 EXAMPLE = pathlib.Path(__file__).resolve().parent.parent / "examples" / "nginx.conf"
+LOG_WAIT = 10  # seconds a replica's access log may lag behind the response it logs
 TIMEOUT = 30  # seconds a process may take to start or stop
 POLL = 0.02  # seconds between two checks that nginx listens
 EXAMPLE_LISTEN = "listen 127.0.0.1:8080;"
@@ -63,9 +64,16 @@ class Replica:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def requests(self) -> list[str]:
-        """The ``"GET /path"`` of each response in its access log so far."""
-        return re.findall(r'"(GET [^"]*)"', self.log.read_text("utf-8", "replace"))
+    def requests(self, at_least: int = 0) -> list[str]:
+        """The ``"GET /path"`` of each response in its access log so far, waiting up to
+        ``LOG_WAIT`` seconds for ``at_least`` of them: the gateway logs a response once its
+        app has returned, which may be just after the client has the last byte."""
+        give_up = time.monotonic() + LOG_WAIT
+        while True:
+            found = re.findall(r'"(GET [^"]*)"', self.log.read_text("utf-8", "replace"))
+            if len(found) >= at_least or time.monotonic() > give_up:
+                return found
+            time.sleep(0.05)
 
     def __enter__(self) -> Replica:
         with self.log.open("wb") as err:
