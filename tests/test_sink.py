@@ -586,13 +586,17 @@ def test_bad_arguments(tmp_path: pathlib.Path) -> None:
         FileSink(tmp_path / "file")
 
 
-@pytest.mark.parametrize("policy", ["replace", "error"])
-def test_a_file_costs_one_stat(
-    tmp_path: pathlib.Path, mode: str, monkeypatch: pytest.MonkeyPatch, policy: _sink.IfExists
+@pytest.mark.parametrize(("policy", "stats"), [("replace", 1), ("error", 0), ("skip", 1)])
+def test_a_file_costs_at_most_one_stat(
+    tmp_path: pathlib.Path,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+    policy: _sink.IfExists,
+    stats: int,
 ) -> None:
     """File creation is most of a small file's cost: "replace" checks the target once before
-    its rename; "error" checks once before writing, and its hard link refuses a taken name
-    at the end without another stat."""
+    its rename; "skip" once before writing; "error" not at all, as its hard link refuses a
+    taken name at the end."""
     calls: list[str] = []
     real_stat = os.stat
 
@@ -605,7 +609,7 @@ def test_a_file_costs_one_stat(
         for number in range(3):
             sink.handle(file_events(f"{number}.txt", b"data"))
         monkeypatch.undo()
-    assert len(calls) == 3
+    assert len(calls) == 3 * stats
     assert tree(tmp_path) == {f"{number}.txt": b"data" for number in range(3)}
     assert temp_files(tmp_path) == []
 

@@ -291,7 +291,9 @@ class FileSink:
         if_exists: What to do with an entry whose file already exists in ``dest`` (from
             before this transfer): ``"replace"`` it (the default), ``"skip"`` the entry (its
             bytes are still read and verified, but not written, and it is not listed in
-            :attr:`saved`), or raise ``FileExistsError`` (``"error"``) before writing it.
+            :attr:`saved`), or raise ``FileExistsError`` (``"error"``): where the file system
+            has hard links, when the complete file would take the name (the link refuses
+            it, so no stat is spent on every file), else before writing it.
 
     Attributes:
         saved: The files written so far, in order.
@@ -419,7 +421,11 @@ class FileSink:
             self._current = _OpenDir(event)
             return
         folder = self._folder(name, parts[:-1])
-        if self.if_exists != "replace" and self._exists(folder, parts[-1]):
+        # Under "error", a hard link refuses a taken name at the end: no stat needed first.
+        policy = self.if_exists
+        if (policy == "skip" or (policy == "error" and not self._links)) and self._exists(
+            folder, parts[-1]
+        ):
             if self.if_exists == "skip":
                 self._current = _Skipped(event)
                 return
