@@ -654,8 +654,10 @@ class FileSink:
                 f" {limits.max_file_size} bytes per file (max_file_size)",
                 entry=name,
             )
+        if limits.max_total_size is None:
+            return
         already = self._total - (self._current.size if isinstance(self._current, _OpenFile) else 0)
-        if limits.max_total_size is not None and already + size > limits.max_total_size:
+        if already + size > limits.max_total_size:
             raise LimitExceeded(
                 f"entry {name!r} {verb} {size} bytes, bringing the transfer over the limit of"
                 f" {limits.max_total_size} bytes in all (max_total_size)",
@@ -677,6 +679,9 @@ class FileSink:
                 f"entry {name!r} clashes with the folder {key + '/'!r} of this transfer",
                 entry=name,
             )
+        if len(parts) == 1 and not is_dir:  # a file at the top: no folder to claim
+            self._files.add(key)
+            return
         folders = ["/".join(parts[:depth]) for depth in range(1, len(parts))]
         for parent in folders:
             if parent in self._files:
