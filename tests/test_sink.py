@@ -645,12 +645,32 @@ def test_a_file_that_appears_just_before_the_rename_is_never_replaced(
     assert sink.saved == []
 
 
+@pytest.mark.parametrize("policy", ["skip", "error"])
+def test_a_folder_already_at_the_name_takes_it(
+    tmp_path: pathlib.Path, temps: str, policy: _sink.IfExists
+) -> None:
+    """Under the policies that never replace, a folder at a file's name is a taken name,
+    whether a stat looked before the write ("skip") or the hard link found it ("error")."""
+    (tmp_path / "d").mkdir()
+    with FileSink(tmp_path, if_exists=policy) as sink:
+        if policy == "error":
+            with pytest.raises(FileExistsError, match="already in the destination"):
+                sink.handle(file_events("d", b"x"))
+        else:
+            sink.handle(file_events("d", b"x"))
+    assert tree(tmp_path) == {"d": None}
+    assert sink.saved == []
+    assert temp_files(tmp_path) == []
+
+
 def test_a_folder_or_our_own_file_appearing_before_the_link_is_named(
     tmp_path: pathlib.Path, temps: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A folder takes the name as a file does (as it would have before the transfer), but
+    two names landing on one of our files is a name clash."""
     with FileSink(tmp_path, if_exists="error") as sink:
         _appear_at_close(monkeypatch, sink, lambda: (tmp_path / "d").mkdir())
-        with pytest.raises(UnsafeNameError, match="folder of that name"):
+        with pytest.raises(FileExistsError, match="already in the destination"):
             sink.handle(file_events("d", b"x"))
         monkeypatch.undo()
         sink.abort()  # as the readers' callers do after an error

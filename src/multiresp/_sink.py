@@ -49,7 +49,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal
+from typing import Literal, NoReturn
 
 from ._entries import ns_from_datetime
 from ._errors import IntegrityError, LimitExceeded, ProtocolError, UnsafeNameError
@@ -582,15 +582,13 @@ class FileSink:
             try:
                 os.link(_fd_path(current.fd), final_path, dst_dir_fd=dir_fd)
             except FileExistsError:
-                self._check_target(name, final_path, dir_fd)  # a folder, or a file of ours?
-                self._refuse_existing(name)  # it appeared while the entry was written
+                self._refuse_taken(name, final_path, dir_fd)
             return True
         temp_path, _ = folder.ref(current.temp_name)
         try:
             os.link(temp_path, final_path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except FileExistsError:
-            self._check_target(name, final_path, dir_fd)  # a folder, or a file of ours?
-            self._refuse_existing(name)  # it appeared while the entry was written
+            self._refuse_taken(name, final_path, dir_fd)
         except OSError as exc:
             if exc.errno not in _NO_LINKS:
                 raise
@@ -766,12 +764,36 @@ class FileSink:
             return False
         return True
 
-    def _refuse_existing(self, name: str) -> None:
+    def _refuse_existing(self, name: str) -> NoReturn:
         raise FileExistsError(
             errno.EEXIST,
             f"entry {name!r} is already in the destination (if_exists='error')",
             str(self.dest.joinpath(*name.split("/"))),
         )
+
+    def _refuse_taken(self, name: str, path: str, dir_fd: int | None) -> NoReturn:
+        """A hard link found the name taken: refuse the entry.
+
+        Raises:
+            UnsafeNameError: the name is a file this transfer placed (see :meth:`_check_target`).
+            FileExistsError: anything else is there, a file, a link or a folder, from before
+                the transfer or since (under "error", no ``stat`` looked before the write).
+        """
+        try:
+            st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:  # gone again since: still refused, it was taken
+            pass
+        else:
+            self._check_placed(name, st)
+        self._refuse_existing(name)
+
+    def _check_placed(self, name: str, st: os.stat_result) -> None:
+        if (st.st_dev, st.st_ino) in self._placed:
+            raise UnsafeNameError(
+                f"entry {name!r} lands on a file this transfer already wrote (the file system"
+                " does not tell the two names apart)",
+                entry=name,
+            )
 
     def _check_target(self, name: str, path: str, dir_fd: int | None) -> bool:
         """Refuse to rename over a folder, or over a file this transfer already placed.
@@ -791,10 +813,5 @@ class FileSink:
                 f"entry {name!r} is a file, but a folder of that name exists in the destination",
                 entry=name,
             )
-        if (st.st_dev, st.st_ino) in self._placed:
-            raise UnsafeNameError(
-                f"entry {name!r} lands on a file this transfer already wrote (the file system"
-                " does not tell the two names apart)",
-                entry=name,
-            )
+        self._check_placed(name, st)
         return True
