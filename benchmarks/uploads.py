@@ -31,7 +31,10 @@ route comes next. A large file is removed right after its run (few inodes, much 
 
 The routes and the reference run interleaved, round after round, so that the noise of this
 shared machine lands on all of them alike; ratios are taken within each round, and their
-median is what is printed and judged. The server's peak RSS growth is measured from just
+median is what is printed and judged. With ``--baseline SRC``, a fourth route, ``base``, is
+``receive`` served from another source tree (``--baseline ../main/src``: the code before a
+change), interleaved with the others: a before/after comparison within one run. The server's
+peak RSS growth is measured from just
 before the upload (``/proc/PID/clear_refs``, else sampled). Targets: ``receive`` >= 2x
 ``form`` and >= 0.8x ``block`` in throughput; RSS growth <= 64 MiB.
 """
@@ -173,7 +176,7 @@ def _status_kib(pid: int, field: str) -> int:
 class Server:
     """This module's app on uvicorn in a subprocess, for one run, writing into ``dest``."""
 
-    def __init__(self, http: str, dest: pathlib.Path) -> None:
+    def __init__(self, http: str, dest: pathlib.Path, src: str | None = None) -> None:
         self.port = _free_port()
         repo = pathlib.Path(__file__).resolve().parent.parent
         command = [
@@ -183,6 +186,8 @@ class Server:
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
         env = {**os.environ, "UPLOAD_RUN_DEST": str(dest)}
+        if src is not None:  # multiresp imported from that tree instead
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (src, env.get("PYTHONPATH"))))
         self.process = subprocess.Popen(command, cwd=repo, env=env)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -227,11 +232,17 @@ def _fresh(dest: pathlib.Path) -> pathlib.Path:
 
 
 def upload(
-    route: str, folder: pathlib.Path, count: int, size: int, http: str, dest: pathlib.Path
+    route: str,
+    folder: pathlib.Path,
+    count: int,
+    size: int,
+    http: str,
+    dest: pathlib.Path,
+    src: str | None = None,
 ) -> dict[str, float]:
-    """One run: a fresh server writing into the fresh folder ``dest``, curl posting every file
-    of ``folder``."""
-    server = Server(http, _fresh(dest))
+    """One run: a fresh server (importing multiresp from ``src`` when given) writing into the
+    fresh folder ``dest``, curl posting every file of ``folder``."""
+    server = Server(http, _fresh(dest), src)
     try:
         idle = server.rss()
         server.reset_peak()
@@ -307,6 +318,9 @@ def main() -> None:
     parser.add_argument(
         "--http", choices=("httptools", "h11"), default="httptools", help="uvicorn's HTTP stack"
     )
+    parser.add_argument(
+        "--baseline", metavar="SRC", help="also run 'receive' importing multiresp from SRC"
+    )
     args = parser.parse_args()
     sizes = QUICK if args.quick else DATASETS
     print(
@@ -314,7 +328,8 @@ def main() -> None:
         f" {'vs form':>8} {'vs block':>9}"
     )
     verdicts = []
-    kinds = (*ROUTES, *REFERENCES)
+    baseline = ("base",) if args.baseline else ()
+    kinds = (*ROUTES, *baseline, *REFERENCES)
     for name in args.datasets.split(","):
         count, size = sizes[name]
         folder = make_dataset(name, count, size)
@@ -323,11 +338,13 @@ def main() -> None:
             for round_ in range(args.repeat):
                 for kind in kinds:  # interleaved, so that noise does not land on one of them
                     dest = BENCH_ROOT / f"{name}-{kind}-{round_}"
-                    runs[kind].append(
-                        create_files(count, size, dest)
-                        if kind == "files"
-                        else upload(kind, folder, count, size, args.http, dest)
-                    )
+                    if kind == "files":
+                        run = create_files(count, size, dest)
+                    elif kind == "base":
+                        run = upload("receive", folder, count, size, args.http, dest, args.baseline)
+                    else:
+                        run = upload(kind, folder, count, size, args.http, dest)
+                    runs[kind].append(run)
         finally:
             shutil.rmtree(BENCH_ROOT, ignore_errors=True)
 
@@ -350,6 +367,12 @@ def main() -> None:
             b["seconds"] / max(b["seconds"], f["seconds"])
             for b, f in zip(runs["block"], runs["files"], strict=True)
         )
+        if baseline:
+            print(
+                f"{name:<12} receive against base ({args.baseline}): base's time"
+                f" {ratio('base', 'receive'):.2f}x receive's, CPU {cpu['base']:.2f} s ->"
+                f" {cpu['receive']:.2f} s"
+            )
         print(
             f"{name:<12} bound: creating the {count:,} files alone (bare loop) takes"
             f" {ratio('files', 'block'):.2f}x the block writer's time, so no receiver can pass"

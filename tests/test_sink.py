@@ -586,13 +586,17 @@ def test_bad_arguments(tmp_path: pathlib.Path) -> None:
         FileSink(tmp_path / "file")
 
 
-@pytest.mark.parametrize("policy", ["replace", "error"])
-def test_a_file_costs_one_stat(
-    tmp_path: pathlib.Path, mode: str, monkeypatch: pytest.MonkeyPatch, policy: _sink.IfExists
+@pytest.mark.parametrize(("policy", "stats"), [("replace", 1), ("error", 0), ("skip", 1)])
+def test_a_file_costs_at_most_one_stat(
+    tmp_path: pathlib.Path,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+    policy: _sink.IfExists,
+    stats: int,
 ) -> None:
     """File creation is most of a small file's cost: "replace" checks the target once before
-    its rename; "error" checks once before writing, and its hard link refuses a taken name
-    at the end without another stat."""
+    its rename; "skip" once before writing; "error" not at all, as its hard link refuses a
+    taken name at the end."""
     calls: list[str] = []
     real_stat = os.stat
 
@@ -605,7 +609,7 @@ def test_a_file_costs_one_stat(
         for number in range(3):
             sink.handle(file_events(f"{number}.txt", b"data"))
         monkeypatch.undo()
-    assert len(calls) == 3
+    assert len(calls) == 3 * stats
     assert tree(tmp_path) == {f"{number}.txt": b"data" for number in range(3)}
     assert temp_files(tmp_path) == []
 
@@ -641,12 +645,32 @@ def test_a_file_that_appears_just_before_the_rename_is_never_replaced(
     assert sink.saved == []
 
 
+@pytest.mark.parametrize("policy", ["skip", "error"])
+def test_a_folder_already_at_the_name_takes_it(
+    tmp_path: pathlib.Path, temps: str, policy: _sink.IfExists
+) -> None:
+    """Under the policies that never replace, a folder at a file's name is a taken name,
+    whether a stat looked before the write ("skip") or the hard link found it ("error")."""
+    (tmp_path / "d").mkdir()
+    with FileSink(tmp_path, if_exists=policy) as sink:
+        if policy == "error":
+            with pytest.raises(FileExistsError, match="already in the destination"):
+                sink.handle(file_events("d", b"x"))
+        else:
+            sink.handle(file_events("d", b"x"))
+    assert tree(tmp_path) == {"d": None}
+    assert sink.saved == []
+    assert temp_files(tmp_path) == []
+
+
 def test_a_folder_or_our_own_file_appearing_before_the_link_is_named(
     tmp_path: pathlib.Path, temps: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A folder takes the name as a file does (as it would have before the transfer), but
+    two names landing on one of our files is a name clash."""
     with FileSink(tmp_path, if_exists="error") as sink:
         _appear_at_close(monkeypatch, sink, lambda: (tmp_path / "d").mkdir())
-        with pytest.raises(UnsafeNameError, match="folder of that name"):
+        with pytest.raises(FileExistsError, match="already in the destination"):
             sink.handle(file_events("d", b"x"))
         monkeypatch.undo()
         sink.abort()  # as the readers' callers do after an error

@@ -49,7 +49,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal
+from typing import Literal, NoReturn
 
 from ._entries import ns_from_datetime
 from ._errors import IntegrityError, LimitExceeded, ProtocolError, UnsafeNameError
@@ -291,7 +291,9 @@ class FileSink:
         if_exists: What to do with an entry whose file already exists in ``dest`` (from
             before this transfer): ``"replace"`` it (the default), ``"skip"`` the entry (its
             bytes are still read and verified, but not written, and it is not listed in
-            :attr:`saved`), or raise ``FileExistsError`` (``"error"``) before writing it.
+            :attr:`saved`), or raise ``FileExistsError`` (``"error"``): where the file system
+            has hard links, when the complete file would take the name (the link refuses
+            it, so no stat is spent on every file), else before writing it.
 
     Attributes:
         saved: The files written so far, in order.
@@ -419,7 +421,11 @@ class FileSink:
             self._current = _OpenDir(event)
             return
         folder = self._folder(name, parts[:-1])
-        if self.if_exists != "replace" and self._exists(folder, parts[-1]):
+        # Under "error", a hard link refuses a taken name at the end: no stat needed first.
+        policy = self.if_exists
+        if (policy == "skip" or (policy == "error" and not self._links)) and self._exists(
+            folder, parts[-1]
+        ):
             if self.if_exists == "skip":
                 self._current = _Skipped(event)
                 return
@@ -576,15 +582,13 @@ class FileSink:
             try:
                 os.link(_fd_path(current.fd), final_path, dst_dir_fd=dir_fd)
             except FileExistsError:
-                self._check_target(name, final_path, dir_fd)  # a folder, or a file of ours?
-                self._refuse_existing(name)  # it appeared while the entry was written
+                self._refuse_taken(name, final_path, dir_fd)
             return True
         temp_path, _ = folder.ref(current.temp_name)
         try:
             os.link(temp_path, final_path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except FileExistsError:
-            self._check_target(name, final_path, dir_fd)  # a folder, or a file of ours?
-            self._refuse_existing(name)  # it appeared while the entry was written
+            self._refuse_taken(name, final_path, dir_fd)
         except OSError as exc:
             if exc.errno not in _NO_LINKS:
                 raise
@@ -648,8 +652,10 @@ class FileSink:
                 f" {limits.max_file_size} bytes per file (max_file_size)",
                 entry=name,
             )
+        if limits.max_total_size is None:
+            return
         already = self._total - (self._current.size if isinstance(self._current, _OpenFile) else 0)
-        if limits.max_total_size is not None and already + size > limits.max_total_size:
+        if already + size > limits.max_total_size:
             raise LimitExceeded(
                 f"entry {name!r} {verb} {size} bytes, bringing the transfer over the limit of"
                 f" {limits.max_total_size} bytes in all (max_total_size)",
@@ -671,6 +677,9 @@ class FileSink:
                 f"entry {name!r} clashes with the folder {key + '/'!r} of this transfer",
                 entry=name,
             )
+        if len(parts) == 1 and not is_dir:  # a file at the top: no folder to claim
+            self._files.add(key)
+            return
         folders = ["/".join(parts[:depth]) for depth in range(1, len(parts))]
         for parent in folders:
             if parent in self._files:
@@ -755,12 +764,36 @@ class FileSink:
             return False
         return True
 
-    def _refuse_existing(self, name: str) -> None:
+    def _refuse_existing(self, name: str) -> NoReturn:
         raise FileExistsError(
             errno.EEXIST,
             f"entry {name!r} is already in the destination (if_exists='error')",
             str(self.dest.joinpath(*name.split("/"))),
         )
+
+    def _refuse_taken(self, name: str, path: str, dir_fd: int | None) -> NoReturn:
+        """A hard link found the name taken: refuse the entry.
+
+        Raises:
+            UnsafeNameError: the name is a file this transfer placed (see :meth:`_check_target`).
+            FileExistsError: anything else is there, a file, a link or a folder, from before
+                the transfer or since (under "error", no ``stat`` looked before the write).
+        """
+        try:
+            st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:  # gone again since: still refused, it was taken
+            pass
+        else:
+            self._check_placed(name, st)
+        self._refuse_existing(name)
+
+    def _check_placed(self, name: str, st: os.stat_result) -> None:
+        if (st.st_dev, st.st_ino) in self._placed:
+            raise UnsafeNameError(
+                f"entry {name!r} lands on a file this transfer already wrote (the file system"
+                " does not tell the two names apart)",
+                entry=name,
+            )
 
     def _check_target(self, name: str, path: str, dir_fd: int | None) -> bool:
         """Refuse to rename over a folder, or over a file this transfer already placed.
@@ -780,10 +813,5 @@ class FileSink:
                 f"entry {name!r} is a file, but a folder of that name exists in the destination",
                 entry=name,
             )
-        if (st.st_dev, st.st_ino) in self._placed:
-            raise UnsafeNameError(
-                f"entry {name!r} lands on a file this transfer already wrote (the file system"
-                " does not tell the two names apart)",
-                entry=name,
-            )
+        self._check_placed(name, st)
         return True

@@ -136,22 +136,22 @@ class _Form:
             LimitExceeded: more than ``MAX_FIELDS`` text fields or ``MAX_FIELDS_BYTES`` in all.
             MultirespError: what the decoder raises.
         """
-        batch = self.batch
-        while (event := decoder.next_event()) is not NEED_DATA:
-            if isinstance(event, EntryStart):
+        batch, next_event = self.batch, decoder.next_event
+        while (event := next_event()) is not NEED_DATA:
+            if type(event) is Data:  # the most frequent event (the event classes are final)
+                if self._part == "file":
+                    batch.append(event)
+                    self.batch_bytes += len(event.data)
+                else:
+                    self._data(event.data)
+            elif type(event) is EntryStart:
                 self._part = self._start(event)
                 if self._part == "file":
                     batch.append(event)
-            elif self._part == "file":
-                batch.append(event)
-                if isinstance(event, Data):
-                    self.batch_bytes += len(event.data)
-                elif isinstance(event, EntryEnd):
-                    self._part = None
-            elif isinstance(event, Data):
-                self._data(event.data)
-            elif isinstance(event, EntryEnd):
-                if self._part == "field":
+            elif type(event) is EntryEnd:
+                if self._part == "file":
+                    batch.append(event)
+                elif self._part == "field":
                     self._end_field()
                 self._part = None
             else:  # End: the reader gives it again at each call
@@ -163,7 +163,11 @@ class _Form:
         return batch
 
     def _start(self, event: EntryStart) -> str:
-        disposition = next((v for k, v in event.headers if k == "content-disposition"), "")
+        disposition = ""
+        for key, value in event.headers:
+            if key == "content-disposition":
+                disposition = value
+                break
         kind, params = parse_header_params(disposition)
         self._field = event.name  # the field's name; a file's name for file parts
         if kind != "form-data":
