@@ -247,10 +247,7 @@ class _BlockingWork(AbandonableSteps):
             ahead = self._ahead.pop(listed, None)
             stored = self.crc_first(entry, None)  # whatever its bytes: its CRC leads
             if stored:
-                crc = source.known_crc()
-            # One still queued (behind other responses' CRCs) is taken here instead.
-            if stored and crc is None and ahead is not None and not ahead.cancel():
-                crc, spooled = ahead.result()
+                crc, spooled = _crc_known(source, ahead)
                 if spooled is not None:  # what was read for the CRC: not read again
                     reader = _replaced(reader, spooled)
             elif ahead is not None:
@@ -299,9 +296,12 @@ class _BlockingWork(AbandonableSteps):
             if not source.opens_ahead:
                 break
             ahead += entry.size
-            # One whose CRC is read ahead is left to that read (it may give a reader back).
-            if id(entry) not in self._opened and not self._reads_crc_ahead(entry):
-                self._opened[id(entry)] = _open_pool.submit(source.open, entry)
+            # One whose CRC is (to be) read ahead is left to that read (it may give a reader
+            # back), even once the CRC is known.
+            listed = id(entry)
+            if listed in self._opened or listed in self._ahead or self._reads_crc_ahead(entry):
+                continue
+            self._opened[listed] = _open_pool.submit(source.open, entry)
 
     def _look_ahead(self) -> None:
         """Start computing the CRCs of the next large re-readable sources while this one is
@@ -369,6 +369,20 @@ def _taken(opened: concurrent.futures.Future[Reader] | None) -> Reader | None:
     if opened is None or opened.cancel():
         return None
     return opened.result()
+
+
+def _crc_known(
+    source: Source, ahead: concurrent.futures.Future[tuple[int, Reader | None]] | None
+) -> tuple[int | None, Reader | None]:
+    """A source's CRC (None: unknown) and the reader its read ahead gave back, if any: that
+    read's when it is done (it remembered the CRC, and may have kept what it read) or runs
+    while the CRC is not known otherwise; else the one the source knows. A read still queued
+    (behind other responses' CRCs) is cancelled, and the CRC computed where it is needed."""
+    if ahead is not None:
+        if (ahead.done() or source.known_crc() is None) and not ahead.cancel():
+            return ahead.result()
+        _discard(ahead, _close_spooled)
+    return source.known_crc(), None
 
 
 def _discard(ahead: concurrent.futures.Future[T], release: Callable[[T], None]) -> None:
