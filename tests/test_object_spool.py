@@ -9,7 +9,6 @@ so the spools the responses open show in this process's /proc/self/fd.
 from __future__ import annotations
 
 import collections
-import contextlib
 import io
 import os
 import pathlib
@@ -60,27 +59,22 @@ def app_for(store: S3Store) -> Starlette:
 
 
 class Spools:
-    """Every spool file the object sources make, by inode, through a stand-in for the
-    ``tempfile`` module of :mod:`multiresp._objects` (moto's own temporary files, made by the
-    real module, are not counted)."""
+    """Every spool file the object sources make, through a stand-in for the ``tempfile``
+    module of :mod:`multiresp._objects` (moto's own temporary files, made by the real module,
+    are not counted; they may take a freed spool's inode). Each is held here, so that one
+    left open is seen open, never closed by the garbage collector."""
 
     def __init__(self) -> None:
-        self.made: list[tuple[int, int]] = []  # an inode freed may come again
+        self.made: list[IO[bytes]] = []
 
     def temporary_file(self) -> IO[bytes]:
         spool = tempfile.TemporaryFile()
-        status = os.fstat(spool.fileno())
-        self.made.append((status.st_dev, status.st_ino))
+        self.made.append(spool)
         return spool
 
     def open(self) -> int:
-        """How many of them this process holds open now."""
-        held, made = 0, set(self.made)
-        for fd in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(OSError):
-                status = os.stat(f"/proc/self/fd/{fd}")
-                held += (status.st_dev, status.st_ino) in made
-        return held
+        """How many of them are still open."""
+        return sum(not spool.closed for spool in self.made)
 
 
 @pytest.fixture
