@@ -10,8 +10,10 @@ obstore's sync ``get`` of each object, one after another, streamed into ``/dev/n
 chunk size multiresp asks for, in the harness's process.
 
 Each repeat starts fresh servers: "cold" is the first request of a gateway process (every
-CRC computed: each object or file is read twice, once for its CRC, one file ahead of the one
-being sent), "warm" the second (every CRC from the CRC cache: each read once). The strategies
+CRC computed, up to two ahead of the one being sent: each file is read twice, once for its CRC;
+each object once, spooled to an anonymous temporary file as it is read for its CRC, and sent
+from there), "warm" the second (every CRC from the CRC cache: each read once). The spools are
+in the page cache, not in the gateway's RSS. The strategies
 are interleaved, each repeat in a different order, and the best of ``REPEATS`` counts (the
 machine is shared). Server RSS growth is the gateway's peak RSS during the request (reset
 through ``/proc/PID/clear_refs``) less its RSS before.

@@ -16,7 +16,11 @@ async API needs asyncio, and the responses also run under trio.
 An object's CRC-32 is not kept by every store, and obstore does not surface the ones that are
 (S3's ``x-amz-checksum-crc32`` needs a request header obstore does not send), so it is
 computed once and kept in the CRC cache (:mod:`multiresp._crccache`) under the store's
-location (never its credentials), the key, the ETag and version, and the size.
+location (never its credentials), the key, the ETag and version, and the size. When the pump
+wants it before sending the object (:meth:`ObjectSource.crc_ahead`), what is read for it is
+spooled to an anonymous temporary file (unlinked from the start, in the system's temporary
+folder) and sent from there (:class:`SpoolReader`): each object is read once from the store,
+and held on disk, not in memory.
 
 obstore is imported on first use: ``import multiresp`` never needs it.
 """
@@ -25,11 +29,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
+import tempfile
+import threading
+import time
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio.to_thread
 
@@ -38,6 +46,7 @@ from ._entries import FILE_MODE, Entry, _guess_media_type, _join, _str_arg
 from ._errors import IntegrityError, UnsafeNameError
 from ._names import check_name
 from ._sources import Reader, SourceBase
+from ._zipformat import crc32
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta
@@ -54,6 +63,8 @@ OBJECT_KEY_VERSION = 1  # bump when the facts in an object's CRC-cache key chang
 # What names a store's location in its configuration: never a credential.
 LOCATION_KEYS = ("endpoint", "base_url", "region", "bucket", "account_name", "container_name")
 S3_EXTRA = "s3"
+
+logger = logging.getLogger("multiresp")
 
 
 def _obstore() -> ModuleType:
@@ -217,6 +228,43 @@ class ObjectSource(SourceBase):
     def open(self, entry: Entry, offset: int = 0) -> Reader:
         return ObjectReader(self, entry, offset)
 
+    def crc_ahead(self, entry: Entry, stop: threading.Event) -> tuple[int, Reader | None]:
+        """Read the object once for its CRC-32, remember it, and give it with a reader over
+        the same bytes spooled to an anonymous temporary file (see :class:`SpoolReader`).
+
+        The bytes came from one GET with ``If-Match`` and were checked against the listed
+        size, so they are the listed object's. Where the spool cannot be written (a full
+        disk), the CRC is still given, without a reader: the object is read again.
+
+        Raises:
+            IntegrityError: it changed since it was listed, or gave another size.
+            RuntimeError: ``stop`` was set (cancelled).
+        """
+        facts = self._facts(entry)
+        read_from = time.time_ns()
+        spool: IO[bytes] | None = tempfile.TemporaryFile() if facts.size else None
+        try:
+            reader = ObjectReader(self, entry, 0)
+            crc = 0
+            try:
+                while not stop.is_set() and (pieces := reader.read(PIECE)):
+                    for piece in pieces:
+                        crc = crc32(piece, crc)
+                        spool = _spooled(spool, piece, entry)
+            finally:
+                reader.close()
+            if stop.is_set():
+                raise RuntimeError("cancelled")
+            self.remember_crc(crc, read_from)
+            if spool is None:
+                return crc, None
+            spool.seek(0)
+            return crc, SpoolReader(spool, facts.size)
+        except BaseException:
+            if spool is not None:
+                spool.close()
+            raise
+
     def _facts(self, entry: Entry | None = None) -> ObjectFacts:
         if self.facts is None:
             name = "?" if entry is None else repr(entry.name)
@@ -324,6 +372,46 @@ class ObjectReader:
     def close(self) -> None:
         self._stream = None  # dropping the stream ends its connection
         self._buffer = b""
+
+
+def _spooled(spool: IO[bytes] | None, piece: bytes, entry: Entry) -> IO[bytes] | None:
+    """``spool`` with ``piece`` written to it; None (closed) once it cannot be written."""
+    if spool is None:
+        return None
+    try:
+        spool.write(piece)
+    except OSError as error:
+        spool.close()
+        logger.warning("entry %r: not spooled (%s), it will be read again", entry.name, error)
+        return None
+    return spool
+
+
+class SpoolReader:
+    """An object's bytes read back from the temporary file they were spooled to, as pieces of
+    at most ``PIECE`` bytes; closing it closes the file, which frees its space (it has no
+    name). The bytes were checked as they were spooled."""
+
+    __slots__ = ("_file", "_left")
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self._file = file
+        self._left = size
+
+    def read(self, size: int) -> list[bytes]:
+        want = min(size, self._left)
+        pieces: list[bytes] = []
+        while want:
+            piece = self._file.read(min(want, PIECE))
+            if not piece:  # cut short under us: the caller takes it as the source's end
+                break
+            pieces.append(piece)
+            want -= len(piece)
+            self._left -= len(piece)
+        return pieces
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def object_entry(

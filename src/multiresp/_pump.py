@@ -23,8 +23,13 @@ so that the response can read the next batch while it sends this one.
 Where the encoder wants a source's CRC-32 before its header (zip layout 1), a small one (up to
 a block) is read once, its CRC taken from the same read. A larger one takes the CRC its source
 knows (``known_crc``: bytes in memory, the CRC cache, a store's checksum); else the CRC is
-read once ahead (``Source.crc`` in ``_crc_pool`` of :mod:`multiresp._filecrc`, while the entry
-before it is sent) and the source read again to be sent. Holding a whole large file until its
+read once ahead (``Source.crc_ahead`` in ``_crc_pool`` of :mod:`multiresp._filecrc`, while the
+entry before it is sent) and the source read again to be sent, unless ``crc_ahead`` gave back
+a reader over what it read (an object spooled to a temporary file), which is sent instead. A
+source slow to open whose CRC was not read ahead is read by ``crc_ahead`` where it is needed,
+not in place and then opened again; and an entry whose CRC is to be read ahead is never
+opened ahead as well. Readers given back and never used are closed with the pump, or when
+their reading ends if it still runs then. Holding a whole large file until its
 CRC is known reads each byte once but was slower (1 GiB of 16 MiB files in 0.70 s against 0.49
 s on a quiet machine): every held file is fresh memory that malloc gives back to the kernel
 once sent, and faults in again, page by page, for the next. A source that changed since it was
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import itertools
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
@@ -125,7 +131,8 @@ class _BlockingWork(AbandonableSteps):
         self._entry: Entry | None = None
         self._reader: Reader | None = None
         self._left: int | None = None  # bytes of a sized source left; None: read to its end
-        self._ahead: dict[int, concurrent.futures.Future[int]] = {}  # id(entry) -> its CRC
+        # id(entry) -> its CRC, and maybe a reader over what was read for it
+        self._ahead: dict[int, concurrent.futures.Future[tuple[int, Reader | None]]] = {}
         self._opened: dict[int, concurrent.futures.Future[Reader]] = {}  # id(entry) -> reader
         self._carry: list[bytes] = []  # a small last piece, joined to the next step's first
         self._taken = 0  # source bytes read by the current step
@@ -136,14 +143,15 @@ class _BlockingWork(AbandonableSteps):
         return bool(self.pending) or self._entry is not None
 
     def close(self) -> None:
-        """Release the open reader and stop the CRCs computed ahead (after the end, a failure
-        or a disconnect)."""
+        """Release the open reader, stop the CRCs computed ahead and close every reader given
+        back or opened ahead and never used, now or once its thread is done (after the end, a
+        failure or a disconnect)."""
         self._stop.set()
-        for future in self._ahead.values():
-            future.cancel()
+        for ahead in self._ahead.values():
+            _discard(ahead, _close_spooled)
         self._ahead.clear()
         for opened in self._opened.values():
-            _discard(opened)
+            _discard(opened, _close_reader)
         self._opened.clear()
         super().close()
 
@@ -233,16 +241,22 @@ class _BlockingWork(AbandonableSteps):
         which a CRC computed ahead waits; ``opened``: its reader opened ahead, if any)."""
         encoder = self.encoder
         read_from = time.time_ns()
-        reader = source.open(entry) if opened is None else opened
+        reader = opened
         try:
             crc = None
             ahead = self._ahead.pop(listed, None)
             stored = self.crc_first(entry, None)  # whatever its bytes: its CRC leads
             if stored:
-                crc = source.known_crc()
-                # One still queued (behind other responses' CRCs) is taken here instead.
-                if crc is None and ahead is not None and not ahead.cancel():
-                    crc = ahead.result()
+                crc, spooled = _crc_known(source, ahead)
+                if spooled is not None:  # what was read for the CRC: not read again
+                    reader = _replaced(reader, spooled)
+            elif ahead is not None:
+                _discard(ahead, _close_spooled)
+            if stored and crc is None and reader is None and source.opens_ahead:
+                # Slow to open: read once for its CRC, maybe kept, rather than twice.
+                crc, reader = source.crc_ahead(entry, self._stop)
+            if reader is None:
+                reader = source.open(entry)
             first = reader.read(min(READ_BLOCK, block))
             head = _got(first, entry, size)
             self._taken += head
@@ -253,7 +267,8 @@ class _BlockingWork(AbandonableSteps):
                 reader = source.open(entry, head)
             self._look_ahead()
         except BaseException:
-            reader.close()
+            if reader is not None:
+                reader.close()
             raise
         self._entry, self._reader, self._left = entry, reader, size - head
         return [encoder.start(entry, crc, first[0]), *map(encoder.write, first)]
@@ -281,8 +296,12 @@ class _BlockingWork(AbandonableSteps):
             if not source.opens_ahead:
                 break
             ahead += entry.size
-            if id(entry) not in self._opened:
-                self._opened[id(entry)] = _open_pool.submit(source.open, entry)
+            # One whose CRC is (to be) read ahead is left to that read (it may give a reader
+            # back), even once the CRC is known.
+            listed = id(entry)
+            if listed in self._opened or listed in self._ahead or self._reads_crc_ahead(entry):
+                continue
+            self._opened[listed] = _open_pool.submit(source.open, entry)
 
     def _look_ahead(self) -> None:
         """Start computing the CRCs of the next large re-readable sources while this one is
@@ -295,10 +314,19 @@ class _BlockingWork(AbandonableSteps):
         for entry in itertools.islice(upcoming, CRC_AHEAD_FILES):
             source = entry.source
             assert source is not None
-            if id(entry) in self._ahead or not self.crc_first(entry, None):
-                continue
-            if source.known_crc() is None:
-                self._ahead[id(entry)] = _crc_pool.submit(source.crc, entry, self._stop)
+            if id(entry) not in self._ahead and self._reads_crc_ahead(entry):
+                self._ahead[id(entry)] = _crc_pool.submit(source.crc_ahead, entry, self._stop)
+
+    def _reads_crc_ahead(self, entry: Entry) -> bool:
+        """Whether an upcoming entry's CRC is read before it is sent: a large re-readable
+        source whose CRC leads its header, and is not known without reading it."""
+        source = entry.source
+        return (
+            source is not None
+            and _large(source)
+            and self.crc_first(entry, None)
+            and source.known_crc() is None
+        )
 
     def _sized_block(self, block: int) -> list[bytes]:
         reader, left = self._reader, self._left
@@ -343,15 +371,47 @@ def _taken(opened: concurrent.futures.Future[Reader] | None) -> Reader | None:
     return opened.result()
 
 
-def _discard(opened: concurrent.futures.Future[Reader]) -> None:
-    """Close a reader opened ahead and never used, now or once it is open."""
-    if not opened.cancel():
-        opened.add_done_callback(_close_opened)
+def _crc_known(
+    source: Source, ahead: concurrent.futures.Future[tuple[int, Reader | None]] | None
+) -> tuple[int | None, Reader | None]:
+    """A source's CRC (None: unknown) and the reader its read ahead gave back, if any: that
+    read's when it is done (it remembered the CRC, and may have kept what it read) or runs
+    while the CRC is not known otherwise; else the one the source knows. A read still queued
+    (behind other responses' CRCs) is cancelled, and the CRC computed where it is needed."""
+    if ahead is not None:
+        if (ahead.done() or source.known_crc() is None) and not ahead.cancel():
+            return ahead.result()
+        _discard(ahead, _close_spooled)
+    return source.known_crc(), None
 
 
-def _close_opened(opened: concurrent.futures.Future[Reader]) -> None:
-    if opened.exception() is None:
-        opened.result().close()
+def _discard(ahead: concurrent.futures.Future[T], release: Callable[[T], None]) -> None:
+    """Cancel work started ahead and never used, or ``release`` what it gives (close its
+    reader) now, if it is done, or once it is."""
+    if not ahead.cancel():
+        ahead.add_done_callback(functools.partial(_release, release))
+
+
+def _release(release: Callable[[T], None], ahead: concurrent.futures.Future[T]) -> None:
+    if not ahead.cancelled() and ahead.exception() is None:
+        release(ahead.result())
+
+
+def _close_reader(reader: Reader) -> None:
+    reader.close()
+
+
+def _close_spooled(computed: tuple[int, Reader | None]) -> None:
+    """Close the reader a CRC read ahead gave back, if any."""
+    if computed[1] is not None:
+        computed[1].close()
+
+
+def _replaced(reader: Reader | None, by: Reader) -> Reader:
+    """``by``, once ``reader`` (opened ahead, not needed now) is closed."""
+    if reader is not None:
+        reader.close()
+    return by
 
 
 def _read_whole(reader: Reader) -> bytes:

@@ -33,7 +33,10 @@ How it is read:
 - :meth:`Source.read_all` reads a small source whole, in one call (the per-file hot path);
 - :meth:`Source.open` gives a :class:`Reader` from an offset;
 - :meth:`Source.chunks` gives the chunks of an async source, once;
-- :meth:`Source.crc` reads the whole source for its CRC-32 and remembers it.
+- :meth:`Source.crc` reads the whole source for its CRC-32 and remembers it;
+- :meth:`Source.crc_ahead` does the same for a source about to be sent, and may give back a
+  reader over what it read (an object spooled to a temporary file), so that a source slow to
+  read again is read once.
 
 Every read is checked: a source that has changed since it was listed (a file's identity,
 size or times; an object's ETag) or gives fewer or more bytes than its size raises
@@ -142,6 +145,19 @@ class Source(Protocol):
         """
         ...
 
+    def crc_ahead(self, entry: Entry, stop: threading.Event) -> tuple[int, Reader | None]:
+        """Read the whole source for its CRC-32 before it is sent (blocking; gives up when
+        ``stop`` is set), remember it, and return it with, when the source chooses, a reader
+        over the bytes just read, from offset 0, which the caller sends instead of opening
+        the source again, and closes. None: the source is opened again to be sent (a file,
+        read again cheaply).
+
+        Raises:
+            IntegrityError: it changed while it was read.
+            RuntimeError: ``stop`` was set (cancelled).
+        """
+        ...
+
 
 class SourceBase:
     """Defaults for a source: sized or not, no identity beyond the entry's facts, no CRC
@@ -216,3 +232,6 @@ class SourceBase:
             )
         self.remember_crc(crc, read_from)
         return crc
+
+    def crc_ahead(self, entry: Entry, stop: threading.Event) -> tuple[int, Reader | None]:
+        return self.crc(entry, stop), None
