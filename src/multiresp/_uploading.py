@@ -152,12 +152,6 @@ class _FormEncoder:
         self._kept = False  # the open part is sent with the plan's headers
         self.ended = 0
 
-    def wants_crc(self, entry: Entry, sample: bytes) -> bool:
-        return False
-
-    def crc_ahead(self, entry: Entry) -> bool:
-        return False
-
     def start(self, entry: Entry, crc: int | None, sample: bytes) -> bytes:
         head = next(self._heads) if self._heads is not None else None
         # A re-readable source's bytes always match its size: the pump reads exactly that
