@@ -32,7 +32,6 @@ import datetime as dt
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,8 @@ from starlette.routing import Route
 
 from multiresp import ZipStreamResponse, walk, walk_store
 from multiresp._objects import STREAM_CHUNK
+
+from .measure import _free_port, _status_kib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
@@ -93,21 +94,6 @@ app = Starlette(
 
 
 # -- the harness ----------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 @contextlib.contextmanager

@@ -63,6 +63,8 @@ from starlette.routing import Route
 from multiresp import receive_files
 from multiresp.uploads import EXCEPTION_HANDLERS
 
+from .measure import _free_port, _status_kib
+
 MIB = 1 << 20  # bytes
 KIB = 1 << 10  # bytes
 BLOCK = 4 * MIB  # bytes per write (and thread hop) of the block writer
@@ -154,23 +156,6 @@ def make_dataset(name: str, count: int, size: int) -> pathlib.Path:
             (folder / f"f{number:05d}.bin").write_bytes(number.to_bytes(8, "big") + block_bytes[8:])
         (folder / "done").touch()
     return folder
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _status_kib(pid: int, field: str) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 class Server:
