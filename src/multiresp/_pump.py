@@ -58,7 +58,7 @@ from ._errors import IntegrityError, UnsafeNameError
 from ._filecrc import CRC_PIECE, _crc_of, _crc_pool
 from ._filereads import COALESCE_BELOW, AbandonableSteps, coalesce
 from ._pace import READ_BLOCK, Pace
-from ._sources import Reader, Source
+from ._sources import Reader, Source, read_rest
 from ._zipformat import crc32
 
 T = TypeVar("T")
@@ -216,7 +216,7 @@ class _BlockingWork(AbandonableSteps):
 
     def _whole(self, entry: Entry, source: Source, opened: Reader | None) -> list[bytes]:
         read_from = time.time_ns()
-        data = source.read_all(entry) if opened is None else _read_whole(opened)
+        data = source.read_all(entry) if opened is None else read_rest(opened)
         if len(data) != entry.size:  # held to its size, whatever the encoder checks
             raise IntegrityError(
                 f"entry {entry.name!r}: its source gave {len(data)} bytes, not the {entry.size} "
@@ -412,17 +412,6 @@ def _replaced(reader: Reader | None, by: Reader) -> Reader:
     if reader is not None:
         reader.close()
     return by
-
-
-def _read_whole(reader: Reader) -> bytes:
-    """The rest of a sized source, in one piece, from a reader (which checks its size)."""
-    pieces: list[bytes] = []
-    try:
-        while more := reader.read(1 << 30):
-            pieces += more
-    finally:
-        reader.close()
-    return b"".join(pieces)
 
 
 def _large(source: Source | None) -> bool:

@@ -76,6 +76,17 @@ class Reader(Protocol):
         ...
 
 
+def read_rest(reader: Reader) -> bytes:
+    """What is left of ``reader``, in one piece; the reader is closed (it checks the size)."""
+    pieces: list[bytes] = []
+    try:
+        while more := reader.read(1 << 30):
+            pieces += more
+    finally:
+        reader.close()
+    return b"".join(pieces)
+
+
 class Source(Protocol):
     """Where an entry's bytes come from (see the module's docstring)."""
 
@@ -190,14 +201,7 @@ class SourceBase:
         raise TypeError(f"entry {entry.name!r}: {type(self).__name__} is read on the event loop")
 
     def read_all(self, entry: Entry) -> bytes:
-        reader = self.open(entry)
-        try:
-            pieces: list[bytes] = []
-            while more := reader.read(1 << 30):
-                pieces += more
-        finally:
-            reader.close()
-        return b"".join(pieces)
+        return read_rest(self.open(entry))
 
     def chunks(self, entry: Entry) -> AsyncIterator[bytes]:
         raise TypeError(f"entry {entry.name!r}: {type(self).__name__} is read in a thread")
