@@ -47,6 +47,7 @@ from ._ranges import (
     not_modified,
     parse_range,
 )
+from ._sources import settle_all
 from ._validators import _Ranged
 from ._zipwriter import Compression, ZipWriter
 
@@ -67,7 +68,7 @@ def _resolve(items: Iterable[EntryLike]) -> list[Entry]:
     source (facts fetched when the response starts); names unique. Blocking: run in a worker
     thread, before the headers, so that a failure is a 500, not an aborted body."""
     entries = [entry for item in items for entry in _to_entries(item)]
-    entries = [entry if entry.source is None else entry.source.settle(entry) for entry in entries]
+    entries = settle_all(entries)
     check_unique(entries, set())
     return entries
 

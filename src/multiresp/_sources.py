@@ -47,7 +47,7 @@ defaults that most kinds share. No I/O here.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -85,6 +85,17 @@ def read_rest(reader: Reader) -> bytes:
     finally:
         reader.close()
     return b"".join(pieces)
+
+
+def settle_all(entries: Iterable[Entry]) -> list[Entry]:
+    """Each entry as its source settles it (:meth:`Source.settle`: the facts of an object
+    named by its key alone, fetched with a HEAD). Blocking: run in a worker thread, before
+    anything is sent, so that a missing object fails the request there.
+
+    Raises:
+        IntegrityError: what a source's ``settle`` raises (an object not in its store).
+    """
+    return [entry if entry.source is None else entry.source.settle(entry) for entry in entries]
 
 
 class Source(Protocol):

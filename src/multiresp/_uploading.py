@@ -36,6 +36,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._entries import Entry, entries_for_path
 from ._multipart import MultipartWriter
 from ._progress import Progress, ProgressCallback, Reporter
+from ._sources import settle_all
 
 FORM_SUBTYPE = "form-data"
 PREFETCH_BATCHES = 1  # batches (about READ_BLOCK each) read ahead of the one being sent
@@ -45,7 +46,9 @@ Files = Iterable[Entry | str | os.PathLike[str]] | Entry | str | os.PathLike[str
 
 def upload_entries(files: Files) -> list[Entry]:
     """The files to send, in order: entries as given, a path as :class:`Entry.from_path`
-    reads it, a folder as its files under the folder's name (``photos/2026/a.jpg``).
+    reads it, a folder as its files under the folder's name (``photos/2026/a.jpg``); each
+    settled by its source (an object named by its key alone gets its size, so the body has
+    an exact length). Blocking: the caller runs it in a worker thread from async code.
 
     Directory entries are left out: a form upload carries files only, as a browser's does.
 
@@ -54,6 +57,7 @@ def upload_entries(files: Files) -> list[Entry]:
         UnsafeNameError: two files would have the same name.
         ValueError: there is no file to send.
         OSError: a path cannot be listed.
+        IntegrityError: an object is not in its store.
     """
     if isinstance(files, (Entry, str, os.PathLike)):
         files = [files]
@@ -65,7 +69,7 @@ def upload_entries(files: Files) -> list[Entry]:
             entries.extend(entries_for_path(item))
         else:
             raise TypeError(f"files must be paths or Entry objects, not {type(item).__name__}")
-    entries = [entry for entry in entries if not entry.is_dir]
+    entries = settle_all(entry for entry in entries if not entry.is_dir)
     from ._pump import check_unique  # the pump loads on first use: downloads never need it
 
     check_unique(entries, set())
@@ -113,8 +117,8 @@ def plan_upload(files: Files, *, field: str) -> UploadPlan:
     """Decide the body for ``files``: entries, boundary and length.
 
     Raises:
-        TypeError, UnsafeNameError, ValueError, OSError: as :func:`upload_entries`; also
-            UnsafeNameError for a field name with CR, LF or NUL.
+        TypeError, UnsafeNameError, ValueError, OSError, IntegrityError: as
+            :func:`upload_entries`; also UnsafeNameError for a field name with CR, LF or NUL.
     """
     if not isinstance(field, str):
         raise TypeError(f"field must be str, not {type(field).__name__}")
