@@ -14,9 +14,12 @@ CRC computed, up to two ahead of the one being sent: each file is read twice, on
 each object once, spooled to an anonymous temporary file as it is read for its CRC, and sent
 from there), "warm" the second (every CRC from the CRC cache: each read once). The spools are
 in the page cache, not in the gateway's RSS. The strategies
-are interleaved, each repeat in a different order, and the best of ``REPEATS`` counts (the
-machine is shared). Server RSS growth is the gateway's peak RSS during the request (reset
-through ``/proc/PID/clear_refs``) less its RSS before.
+are interleaved, each repeat (a round) in a different order. The ratios are taken within each
+round, and their median is what is judged (the machine is shared: its load drifts between
+rounds, and lands on both sides of a ratio taken within one); the best of each strategy's
+``REPEATS`` runs is printed beside them. Server RSS growth is the gateway's peak RSS during the
+request (reset through ``/proc/PID/clear_refs``) less its RSS before; CPU is the gateway's and
+moto's user + system time during the request (the bare loop's: the harness's own).
 
 Targets: the object-store archive within 2x of local disk; at least 0.8x the bare loop.
 
@@ -32,6 +35,8 @@ import datetime as dt
 import json
 import os
 import pathlib
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,7 +62,7 @@ RESULTS = REPO / "benchmarks" / "results"
 MIB = 1 << 20  # bytes
 FULL = (64, 16 * MIB)  # objects, bytes each: 1 GiB
 QUICK = (8, 4 * MIB)
-REPEATS = 3
+REPEATS = 5
 START_TIMEOUT = 30.0  # seconds for a server to answer
 BUCKET = "bench-objects"
 PREFIX = "set"
@@ -120,13 +125,21 @@ def _process(
         process.wait(10)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """A process's user + system time so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """moto's S3 server in a process of its own; its endpoint."""
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    with _process(command, endpoint + "/", {}):
+    with _process(command, endpoint + "/", {}) as process:
+        os.environ["BENCH_MOTO_PID"] = str(process.pid)
         yield endpoint
 
 
@@ -155,6 +168,8 @@ class Gateway:
         idle = _status_kib(self.pid, "VmRSS") * 1024
         with open(f"/proc/{self.pid}/clear_refs", "w") as clear:
             clear.write("5")  # the peak (VmHWM) counts from now
+        moto = int(os.environ["BENCH_MOTO_PID"])
+        cpu, moto_cpu = _cpu_seconds(self.pid), _cpu_seconds(moto)
         done = subprocess.run(
             ["curl", "-s", "-o", "/dev/null", "-w",
              "%{http_code} %{time_starttransfer} %{time_total} %{size_download}",
@@ -166,7 +181,8 @@ class Gateway:
             raise RuntimeError(f"GET {path}: {status}")
         peak = _status_kib(self.pid, "VmHWM") * 1024
         return {"seconds": float(seconds), "first_byte": float(first), "bytes": int(size),
-                "rss_growth": max(0, peak - idle)}  # fmt: skip
+                "rss_growth": max(0, peak - idle), "cpu": _cpu_seconds(self.pid) - cpu,
+                "moto_cpu": _cpu_seconds(moto) - moto_cpu}  # fmt: skip
 
 
 def bare_loop(store: S3Store, keys: list[str]) -> dict[str, Any]:
@@ -174,6 +190,8 @@ def bare_loop(store: S3Store, keys: list[str]) -> dict[str, Any]:
     fd = os.open(os.devnull, os.O_WRONLY)
     total = 0
     first: float | None = None
+    moto = int(os.environ["BENCH_MOTO_PID"])
+    usage, moto_cpu = resource.getrusage(resource.RUSAGE_SELF), _cpu_seconds(moto)
     started = time.perf_counter()
     try:
         for key in keys:
@@ -183,7 +201,11 @@ def bare_loop(store: S3Store, keys: list[str]) -> dict[str, Any]:
                 total += os.write(fd, chunk)
     finally:
         os.close(fd)
-    return {"seconds": time.perf_counter() - started, "first_byte": first or 0.0, "bytes": total}
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    return {"seconds": seconds, "first_byte": first or 0.0, "bytes": total, "cpu": cpu,
+            "moto_cpu": _cpu_seconds(moto) - moto_cpu}  # fmt: skip
 
 
 def setup(folder: pathlib.Path, endpoint: str, count: int, size: int) -> list[str]:
@@ -222,10 +244,15 @@ def run(count: int, size: int, repeats: int) -> dict[str, Any]:
     out: dict[str, Any] = {"objects": count, "object_bytes": size, "content": count * size,
                            "repeats": repeats, "best": best, "runs": runs}  # fmt: skip
     for state in ("cold", "warm"):
-        objects, local = best[f"objects-{state}"], best[f"local-{state}"]
-        out[f"{state}_objects_vs_local"] = objects["seconds"] / local["seconds"]
-        out[f"{state}_objects_vs_bare"] = (objects["bytes"] / objects["seconds"]) / (
-            best["bare"]["bytes"] / best["bare"]["seconds"]
+        objects, local, bare = runs[f"objects-{state}"], runs[f"local-{state}"], runs["bare"]
+        # Within each round: the time against local disk's, the throughput against the bare
+        # loop's (the same bytes: the time of the bare loop over the archive's, scaled).
+        out[f"{state}_objects_vs_local"] = statistics.median(
+            o["seconds"] / lo["seconds"] for o, lo in zip(objects, local, strict=True)
+        )
+        out[f"{state}_objects_vs_bare"] = statistics.median(
+            (o["bytes"] / o["seconds"]) / (b["bytes"] / b["seconds"])
+            for o, b in zip(objects, bare, strict=True)
         )
     return out
 
@@ -237,11 +264,15 @@ def main() -> None:
     args = parser.parse_args()
     count, size = QUICK if args.quick else FULL
     result = run(count, size, args.repeats)
-    print(f"{count} objects x {size // MIB} MiB, best of {args.repeats}:")
+    print(f"{count} objects x {size // MIB} MiB, best of {args.repeats} (CPU: median):")
     for name, r in result["best"].items():
+        cpu = statistics.median(run["cpu"] for run in result["runs"][name])
+        moto = statistics.median(run["moto_cpu"] for run in result["runs"][name])
         print(f"  {name:13} {r['bytes'] / r['seconds'] / MIB:7.0f} MiB/s  first byte "
               f"{r['first_byte'] * 1000:6.1f} ms  server RSS growth "
-              f"{r.get('rss_growth', 0) / MIB:6.1f} MiB")  # fmt: skip
+              f"{r.get('rss_growth', 0) / MIB:6.1f} MiB  CPU {cpu:5.2f} s, "
+              f"moto {moto:5.2f} s")  # fmt: skip
+    print(f"ratios: median over the {args.repeats} rounds of the ratio within each round")
     for state in ("cold", "warm"):
         local = result[f"{state}_objects_vs_local"]
         bare = result[f"{state}_objects_vs_bare"]
