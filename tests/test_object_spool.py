@@ -1,6 +1,7 @@
-"""A cold archive of objects reads each object once: what is read for its CRC is spooled to an
-anonymous temporary file and sent from there, and no spool outlives the response, whether it
-ends, its client leaves or it fails.
+"""A cold archive of objects reads each object once: what is read for its CRC is kept, in memory
+within the process's budget (``MEMORY_SPOOLS``) or else spooled to an anonymous temporary file,
+and sent from there; no spool outlives the response, whether it ends, its client leaves or it
+fails, and the memory budget is given back. The tests of the files set the budget to nothing.
 
 moto's server and uvicorn run in the test process (tests/s3.py, the ``live_server`` fixture),
 so the spools the responses open show in this process's /proc/self/fd.
@@ -79,6 +80,8 @@ class Spools:
 
 @pytest.fixture
 def spools(monkeypatch: pytest.MonkeyPatch) -> Spools:
+    """Every spool file made; no object held in memory."""
+    monkeypatch.setattr(_objects, "MEMORY_SPOOLS", 0)
     found = Spools()
     monkeypatch.setattr(
         _objects, "tempfile", types.SimpleNamespace(TemporaryFile=found.temporary_file)
@@ -214,9 +217,88 @@ def test_a_full_disk_falls_back_to_reading_the_object_again(
             Full.closed = True
 
     monkeypatch.setattr(_objects, "tempfile", types.SimpleNamespace(TemporaryFile=Full))
+    monkeypatch.setattr(_objects, "MEMORY_SPOOLS", 0)
     crc, reader = source.crc_ahead(entry, threading.Event())
     assert (crc, reader) == (zlib.crc32(data), None) and Full.closed
     assert source.known_crc() == zlib.crc32(data)
+
+
+# --- in memory, within the process's budget ---------------------------------------------------
+
+
+class Held:
+    """The most bytes the memory spools held at once, sampled while a response runs."""
+
+    def __init__(self) -> None:
+        self.most = 0
+
+    def sample(self, progress: object = None) -> None:
+        self.most = max(self.most, _objects.MemorySpool.held)
+
+
+def test_a_cold_archive_holds_objects_in_memory_within_the_budget_and_gives_it_back(
+    s3: S3Server,
+    tmp_path: pathlib.Path,
+    live_server: Any,
+    gets: collections.Counter[str],
+    spools: Spools,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    budget = 13 * MIB  # two of the objects, not three: the others go to disk
+    monkeypatch.setattr(_objects, "MEMORY_SPOOLS", budget)
+    store = s3.store()
+    objects = {f"set/{n}.bin": os.urandom(6 * MIB + n) for n in range(6)}
+    put(store, objects)
+    server = live_server(app_for(store))
+    held = Held()
+    download(f"{server.url}/set", tmp_path / "out", progress=held.sample)
+    assert gets == {key: 1 for key in objects}  # each read once, from memory or disk
+    for key, data in objects.items():
+        assert (tmp_path / "out" / key.removeprefix("set/")).read_bytes() == data
+    assert 0 < held.most <= budget
+    assert 0 < len(spools.made) < len(objects)  # the budget was full at times
+    assert wait_for(lambda: _objects.MemorySpool.held == 0 and spools.open() == 0)
+
+
+def test_a_client_that_leaves_or_a_failure_gives_the_memory_back(
+    s3: S3Server, tmp_path: pathlib.Path, live_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_objects, "MEMORY_SPOOLS", 64 * MIB)
+    store = s3.store()
+    put(store, {f"set/{n}.bin": os.urandom(6 * MIB + n) for n in range(6)})
+    server = live_server(app_for(store))
+    with httpx.stream("GET", f"{server.url}/set") as response:
+        next(response.iter_raw())
+        assert wait_for(lambda: _objects.MemorySpool.held > 0)  # later objects held, unsent
+    assert wait_for(lambda: _objects.MemorySpool.held == 0), _objects.MemorySpool.held
+    # A failure: an object overwritten once the first is on its way.
+    put(store, {f"set/{n}.bin": os.urandom(6 * MIB + n) for n in range(6)})
+    overwritten: list[int] = []
+
+    def overwrite_once(progress: Any) -> None:
+        if not overwritten and progress.bytes_done:
+            put(store, {"set/4.bin": b"changed"})
+            overwritten.append(progress.bytes_done)
+
+    with pytest.raises(multiresp.MultirespError):
+        download(f"{server.url}/set", tmp_path / "out", progress=overwrite_once, resume=False)
+    assert wait_for(lambda: _objects.MemorySpool.held == 0), _objects.MemorySpool.held
+
+
+def test_a_memory_spool_gives_its_bytes_back_as_they_came_split_only_past_the_size() -> None:
+    spool = _objects.MemorySpool.take(10)
+    assert spool is not None and _objects.MemorySpool.held >= 10
+    spool.keep([b"abc", b"defg"])
+    spool.keep([b"hij"])
+    assert spool.read(2) == [b"ab"]  # a piece larger than asked is split
+    assert spool.read(5) == [b"c", b"defg"]
+    assert spool.read(100) == [b"hij"] and spool.read(100) == []
+    before = _objects.MemorySpool.held
+    spool.close()
+    spool.close()  # twice: counted back once
+    assert _objects.MemorySpool.held == before - 10
+    assert _objects.MemorySpool.take(0) is None  # nothing to keep
+    assert _objects.MemorySpool.take(_objects.MEMORY_SPOOLS + 1) is None  # past the budget
 
 
 # --- the pump, with a source that spools -----------------------------------------------------

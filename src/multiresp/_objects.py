@@ -18,15 +18,17 @@ An object's CRC-32 is not kept by every store, and obstore does not surface the 
 computed once and kept in the CRC cache (:mod:`multiresp._crccache`) under the store's
 location (never its credentials), the key, the ETag and version, and the size. When the pump
 wants it before sending the object (:meth:`ObjectSource.crc_ahead`), what is read for it is
-spooled to an anonymous temporary file (unlinked from the start, in the system's temporary
-folder) and sent from there (:class:`SpoolReader`): each object is read once from the store,
-and held on disk, not in memory.
+kept and sent from there, so each object is read once from the store: in memory
+(:class:`MemorySpool`) while the process holds less than ``MEMORY_SPOOLS`` so, else in an
+anonymous temporary file (unlinked from the start, in the system's temporary folder; read back
+by :class:`SpoolReader`).
 
 obstore is imported on first use: ``import multiresp`` never needs it.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import logging
@@ -62,6 +64,11 @@ __all__ = ("ObjectFacts", "ObjectSource", "object_entry", "walk_store")
 # small chunks of a read block into one send.
 STREAM_CHUNK = 64 << 10
 PIECE = 2 << 20  # bytes: the largest piece a reader returns, as the protocol asks
+# bytes: objects read for their CRC ahead of their turn are held in memory up to this much in
+# all, across every response of the process; past it, they are spooled to disk. Writing a
+# spool to the page cache and reading it back cost the gateway more CPU (about 1.1 s per GiB
+# here) than the read from the store itself.
+MEMORY_SPOOLS = 64 << 20
 OBJECT_KEY_VERSION = 1  # bump when the facts in an object's CRC-cache key change
 # What names a store's location in its configuration: never a credential.
 LOCATION_KEYS = ("endpoint", "base_url", "region", "bucket", "account_name", "container_name")
@@ -233,7 +240,9 @@ class ObjectSource(SourceBase):
 
     def crc_ahead(self, entry: Entry, stop: threading.Event) -> tuple[int, Reader | None]:
         """Read the object once for its CRC-32, remember it, and give it with a reader over
-        the same bytes spooled to an anonymous temporary file (see :class:`SpoolReader`).
+        the same bytes, held in memory within the process's ``MEMORY_SPOOLS`` (see
+        :class:`MemorySpool`), else spooled to an anonymous temporary file (see
+        :class:`SpoolReader`).
 
         The bytes came from one GET with ``If-Match`` and were checked against the listed
         size, so they are the listed object's. Where the spool cannot be written (a full
@@ -245,7 +254,10 @@ class ObjectSource(SourceBase):
         """
         facts = self._facts(entry)
         read_from = time.time_ns()
-        spool: IO[bytes] | None = tempfile.TemporaryFile() if facts.size else None
+        held = MemorySpool.take(facts.size)
+        spool: IO[bytes] | None = None
+        if held is None and facts.size:
+            spool = tempfile.TemporaryFile()
         try:
             reader = ObjectReader(self, entry, 0)
             crc = 0
@@ -254,16 +266,22 @@ class ObjectSource(SourceBase):
                     for piece in pieces:
                         crc = crc32(piece, crc)
                         spool = _spooled(spool, piece, entry)
+                    if held is not None:
+                        held.keep(pieces)
             finally:
                 reader.close()
             if stop.is_set():
                 raise RuntimeError("cancelled")
             self.remember_crc(crc, read_from)
+            if held is not None:
+                return crc, held
             if spool is None:
                 return crc, None
             spool.seek(0)
             return crc, SpoolReader(spool, facts.size)
         except BaseException:
+            if held is not None:
+                held.close()
             if spool is not None:
                 spool.close()
             raise
@@ -388,6 +406,59 @@ def _spooled(spool: IO[bytes] | None, piece: bytes, entry: Entry) -> IO[bytes] |
         logger.warning("entry %r: not spooled (%s), it will be read again", entry.name, error)
         return None
     return spool
+
+
+class MemorySpool:
+    """An object's bytes kept in memory as they were read for its CRC (checked as they were
+    read), given back as they came; counted in the process's ``MEMORY_SPOOLS`` from
+    :meth:`take` until :meth:`close`. Each piece read is let go."""
+
+    __slots__ = ("_counted", "_pieces")
+
+    held = 0  # bytes counted by the spools of this process not yet closed
+    _lock = threading.Lock()  # servers may run event loops in several threads of one process
+
+    def __init__(self, counted: int) -> None:
+        self._counted = counted
+        self._pieces: collections.deque[bytes] = collections.deque()
+
+    @classmethod
+    def take(cls, size: int) -> MemorySpool | None:
+        """A spool for ``size`` bytes, counted; None for nothing to keep or when it would
+        take the process past ``MEMORY_SPOOLS``."""
+        with cls._lock:
+            if not size or cls.held + size > MEMORY_SPOOLS:
+                return None
+            cls.held += size
+        return cls(size)
+
+    def keep(self, pieces: list[bytes]) -> None:
+        self._pieces.extend(pieces)
+
+    def read(self, size: int) -> list[bytes]:
+        """Whole pieces up to ``size`` bytes; one larger than ``size`` is split."""
+        queue = self._pieces
+        pieces: list[bytes] = []
+        got = 0
+        while queue and got < size:
+            piece = queue[0]
+            if got + len(piece) > size:
+                if pieces:
+                    break  # it leads the next read
+                queue[0] = piece[size:]
+                piece = piece[:size]
+            else:
+                queue.popleft()
+            pieces.append(piece)
+            got += len(piece)
+        return pieces
+
+    def close(self) -> None:
+        self._pieces.clear()
+        counted, self._counted = self._counted, 0
+        if counted:
+            with MemorySpool._lock:
+                MemorySpool.held -= counted
 
 
 class SpoolReader:
