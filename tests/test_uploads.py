@@ -207,7 +207,12 @@ def test_the_upload_sink_stats_no_file_yet_tells_a_second_name_for_one_of_its_fi
     name turns out taken, so it is looked up then, not with an fstat per file."""
     fstat = os.fstat
     calls: list[int] = []
-    monkeypatch.setattr(os, "fstat", lambda fd: calls.append(fd) or fstat(fd))
+
+    def counted_fstat(fd: int) -> os.stat_result:
+        calls.append(fd)
+        return fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", counted_fstat)
 
     def events(name: str, data: bytes) -> list[Any]:
         return [EntryStart(name=name), Data(data), EntryEnd(name=name, size=len(data))]
