@@ -547,6 +547,34 @@ def test_form_data_field_names_stand_in_for_missing_filenames() -> None:
     assert part.content == b"value"
 
 
+@pytest.mark.parametrize(
+    ("disposition", "kind", "filename", "name"),
+    [
+        ('form-data; name="f"; filename="a/b.txt"', "form-data", "a/b.txt", "a/b.txt"),
+        ('form-data; name="notes"', "form-data", None, "notes"),  # a text field
+        ('form-data; name="f"; filename=""', "form-data", "", "f"),  # a file input left empty
+        (
+            "Attachment; filename*=UTF-8''%C3%A9.txt; filename=\"e.txt\"",
+            "attachment",
+            "é.txt",
+            "é.txt",
+        ),
+        ('form-data; name="f"; filename*=UTF-8\'\'; filename="a.txt"', "form-data", "", "f"),
+    ],
+)
+def test_entry_start_carries_the_parsed_disposition(
+    disposition: str, kind: str, filename: str | None, name: str
+) -> None:
+    """The Content-Disposition is parsed once, by the reader: its type and file name come
+    with the event, so that a form receiver does not parse it again, and reads it alike."""
+    [part] = read([raw_body(raw_part([f"Content-Disposition: {disposition}"], b"x"))])
+    assert (part.start.disposition, part.start.filename, part.start.name) == (
+        kind,
+        filename,
+        name,
+    )
+
+
 def test_a_part_with_content_length_may_hold_the_delimiter() -> None:
     # Content-Length is trusted: its bytes are handed over without being searched.
     content = b"before\r\n--b0undary\r\nafter"

@@ -432,6 +432,25 @@ def test_short_writes_are_resumed(tmp_path: pathlib.Path, monkeypatch: pytest.Mo
     assert writer.calls > len(chunks)
 
 
+def test_a_short_write_of_one_chunk_is_resumed(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file's one chunk goes to os.write as it is; what it did not take is written."""
+    write = os.write
+    calls: list[int] = []
+
+    def short_write(fd: int, data: bytes) -> int:
+        calls.append(len(data))
+        return write(fd, memoryview(data)[:7])
+
+    monkeypatch.setattr(os, "write", short_write)
+    content = bytes(range(50))
+    with FileSink(tmp_path) as sink:
+        sink.handle(file_events("f", content))
+    assert (tmp_path / "f").read_bytes() == content
+    assert calls[:2] == [50, 43]
+
+
 def test_one_writev_per_batch(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     real = os.writev

@@ -28,8 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from multiresp import Limits, receive_files
-from multiresp.uploads import EXCEPTION_HANDLERS, ReceivedFiles
+from multiresp import Limits, UnsafeNameError, receive_files
+from multiresp._events import Data, EntryEnd, EntryStart
+from multiresp.uploads import EXCEPTION_HANDLERS, ReceivedFiles, _UploadSink
 
 from conftest import LiveServer, require_tool
 
@@ -199,6 +200,36 @@ def test_a_name_already_in_dest_is_refused_and_kept(server: str, dest: pathlib.P
     assert tree(dest) == {"keep.txt": b"was here first"}  # new.txt went too: all or nothing
 
 
+def test_the_upload_sink_stats_no_file_yet_tells_a_second_name_for_one_of_its_files(
+    dest: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upload never replaces a file: the inode of each file it placed matters only when a
+    name turns out taken, so it is looked up then, not with an fstat per file."""
+    fstat = os.fstat
+    calls: list[int] = []
+
+    def counted_fstat(fd: int) -> os.stat_result:
+        calls.append(fd)
+        return fstat(fd)
+
+    monkeypatch.setattr(os, "fstat", counted_fstat)
+
+    def events(name: str, data: bytes) -> list[Any]:
+        return [EntryStart(name=name), Data(data), EntryEnd(name=name, size=len(data))]
+
+    sink = _UploadSink(dest, Limits())
+    try:
+        sink.handle(events("a", b"first") + events("c/d", b"second"))
+        assert calls == []
+        # what a case-insensitive file system does to "A" and "a", shown with a hard link
+        os.link(dest / "a", dest / "b")
+        with pytest.raises(UnsafeNameError, match="already wrote"):
+            sink.handle(events("b", b"third"))
+    finally:
+        sink.roll_back()
+    assert tree(dest) == {"b": b"first"}
+
+
 # -- hostile bodies -----------------------------------------------------------------------------
 
 
@@ -301,6 +332,11 @@ HOSTILE = {
         400,
         "",
         form_body(GOOD_FIRST, part('name="f"; filename=""', b"data without a name")),
+    ),
+    "content in a file input whose filename* is empty": (  # the reader names it by field
+        400,
+        "",
+        form_body(GOOD_FIRST, part('name="f"; filename*=UTF-8\'\'; filename="a.txt"', b"x")),
     ),
     "a text field too large": (
         413,

@@ -276,8 +276,31 @@ class BodyDecoder:
             LimitExceeded: a bound of the limits was crossed.
             UnsafeNameError: an entry name could escape its folder.
         """
+        # One loop, the most frequent event first: it runs once or twice per event.
+        reader = self.reader
         try:
-            event = self._next_event()
+            while True:
+                event = reader.next_event()
+                kind = type(event)
+                if kind is Data:
+                    self.produced += len(event.data)  # type: ignore[union-attr]
+                    if self.produced > TOTAL_RATIO_FLOOR:
+                        self._check_total_ratio()
+                    return event
+                if event is NEED_DATA or (kind is End and not self._closed):
+                    piece = next(self._pieces, None)
+                    if piece is not None:
+                        self._closed = not piece
+                        reader.receive_data(piece)
+                        continue
+                    if self._closed:
+                        raise ProtocolError(f"the body is truncated: it ended {self.where()}")
+                    return NEED_DATA
+                if kind is EntryStart:
+                    self.current = event.name  # type: ignore[union-attr]
+                elif kind is EntryEnd:
+                    self.current, self.last = None, event.name  # type: ignore[union-attr]
+                return event
         except MultirespError:
             raise
         except _DATA_ERRORS as exc:
@@ -285,38 +308,11 @@ class BodyDecoder:
                 f"the body is malformed {self.where()}: {type(exc).__name__}: {exc}",
                 entry=self.current,
             ) from exc
-        if type(event) is Data:
-            self._count(len(event.data))
-        return event
 
-    def _next_event(self) -> Event | _Sentinel:
-        reader = self.reader
-        while True:
-            event = reader.next_event()
-            if event is NEED_DATA or (not self._closed and type(event) is End):
-                piece = next(self._pieces, None)
-                if piece is not None:
-                    self._closed = not piece
-                    reader.receive_data(piece)
-                    continue
-                if self._closed:
-                    raise ProtocolError(f"the body is truncated: it ended {self.where()}")
-                return NEED_DATA
-            if type(event) is EntryStart:
-                self.current = event.name
-            elif type(event) is EntryEnd:
-                self.current, self.last = None, event.name
-            return event
-
-    def _count(self, size: int) -> None:
-        """Count content bytes, and hold the whole transfer to ``max_total_ratio``."""
-        self.produced += size
+    def _check_total_ratio(self) -> None:
+        """Hold the whole transfer to ``max_total_ratio`` (past its first bytes)."""
         ratio = self.limits.max_total_ratio
-        if (
-            ratio is not None
-            and self.produced > TOTAL_RATIO_FLOOR
-            and self.produced > ratio * self.received
-        ):
+        if ratio is not None and self.produced > ratio * self.received:
             raise LimitExceeded(
                 f"entry {self.current!r} brings the content to {self.produced} bytes from"
                 f" {self.received} bytes received: over the limit of {ratio:g} times the bytes"

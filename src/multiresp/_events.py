@@ -64,6 +64,12 @@ class EntryStart:
         mtime: Its modification time when the format carries one (zip), else None.
         is_dir: True for a directory entry (no data).
         headers: The part's headers, lower-cased names (multipart); empty for zip.
+        disposition: The type of its Content-Disposition, lower-cased (multipart:
+            ``"form-data"``, ``"attachment"``...); None for zip.
+        filename: Its Content-Disposition's file name as sent (multipart: ``filename*``
+            decoded, else ``filename``; ``""`` for a form's file input left empty), None when
+            it has none (a form's text field: ``name`` is then the field's name); None for zip.
+            It is not checked: ``name`` is.
     """
 
     name: str
@@ -72,6 +78,8 @@ class EntryStart:
     mtime: dt.datetime | None = None
     is_dir: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    disposition: str | None = None
+    filename: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

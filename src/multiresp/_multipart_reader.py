@@ -32,7 +32,7 @@ from ._errors import IntegrityError, LimitExceeded, MultirespError, ProtocolErro
 from ._events import NEED_DATA, Data, End, EntryEnd, EntryStart, Event, _Sentinel
 from ._limits import LimitTracker
 from ._multipart import _CRLF, _HEADERS_END, _TOKEN, boundary_problem
-from ._names import parse_content_disposition, parse_header_params
+from ._names import parse_header_params
 from ._types import Limits
 
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024  # bytes of header lines in one part, blank line included
@@ -679,11 +679,13 @@ class MultipartReader:
                 f"multipart part #{number}: no Content-Disposition header, so no name"
             )
         try:
-            _, name = parse_content_disposition(disposition)
+            kind, params = parse_header_params(disposition, strict=True)
         except ProtocolError as error:
             raise ProtocolError(f"multipart part #{number}: Content-Disposition {error}") from None
-        if not name:  # form-data: a file input left empty sends filename=""
-            name = parse_header_params(disposition)[1].get("name")
+        # read once, here: as parse_content_disposition does, filename* before filename
+        filename = params.get("filename*", params.get("filename"))
+        # form-data: a text field has no filename, a file input left empty sends filename=""
+        name = filename or params.get("name")
         if name is None:
             raise ProtocolError(
                 f"multipart part #{number}: Content-Disposition has neither filename nor name"
@@ -721,7 +723,13 @@ class MultipartReader:
         self._name, self._declared, self._received, self._is_dir = name, framing, 0, is_dir
         self._decoder, self._decoded = decoder, 0
         return EntryStart(
-            name=name, size=size, media_type=media_type, is_dir=is_dir, headers=headers
+            name=name,
+            size=size,
+            media_type=media_type,
+            is_dir=is_dir,
+            headers=headers,
+            disposition=kind,
+            filename=filename,
         )
 
 

@@ -209,9 +209,11 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
     """Write ``chunks`` to ``fd`` with as few system calls as possible, copying nothing."""
     if len(chunks) == 1 or not hasattr(os, "writev"):  # one buffer (a small file): write()
         for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
+            written = os.write(fd, chunk)  # the usual case: all of it, no memoryview
+            if written < len(chunk):
+                view = memoryview(chunk)[written:]
+                while view:
+                    view = view[os.write(fd, view) :]
         return
     pending: list[bytes | memoryview] = list(chunks)
     while pending:
@@ -325,6 +327,9 @@ class FileSink:
         self._dirs: set[str] = set()  # folders this transfer uses (explicit or as parents)
         self._explicit_dirs: set[str] = set()  # names of directory entries
         self._placed: set[tuple[int, int]] = set()  # (device, inode) of files renamed in
+        # Recorded with one fstat per file; a subclass that needs them only to name a rare
+        # error (no "replace", no End with modes) sets this False: see _placed_ids.
+        self._track_inodes = True
         self._current: _OpenFile | _OpenDir | _Skipped | None = None
         try:
             self.dest.mkdir(parents=True, exist_ok=True)
@@ -386,7 +391,7 @@ class FileSink:
             else:  # End: give back the exec bits a zip recorded
                 from ._modes import restore_exec_bits
 
-                restore_exec_bits(self.saved, event, self._placed)
+                restore_exec_bits(self.saved, event, self._placed if self._track_inodes else ())
         if chunks:
             self.write(chunks)
 
@@ -491,8 +496,10 @@ class FileSink:
             self._hashing.update(current.hasher, tuple(chunks))  # the caller may reuse its list
             current.offloaded = True
         else:
-            for chunk in chunks:
-                current.hasher.update(chunk)
+            # One update per write, as the hashing thread does: each update of more than 2 KiB
+            # releases the GIL, and taking it back from the receiving loop costs more than
+            # joining a few chunks.
+            current.hasher.update(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         _write_all(current.fd, chunks)
         current.size += count
         self._total += count
@@ -534,7 +541,7 @@ class FileSink:
         if mtime is not None and _UTIME_FD:
             ns = ns_from_datetime(mtime)
             os.utime(current.fd, ns=(ns, ns))
-        st = os.fstat(current.fd)
+        st = os.fstat(current.fd) if self._track_inodes else None
         if current.temp_name is not None:
             os.close(current.fd)
             current.fd = -1
@@ -544,7 +551,8 @@ class FileSink:
             os.close(current.fd)
             current.fd = -1
         self._current, self._made = None, []
-        self._placed.add((st.st_dev, st.st_ino))
+        if st is not None:
+            self._placed.add((st.st_dev, st.st_ino))
         saved = SavedFile(name, self.dest / name, current.size, current.hasher.hexdigest())
         self.saved.append(saved)
         return saved
@@ -787,8 +795,27 @@ class FileSink:
             self._check_placed(name, st)
         self._refuse_existing(name)
 
+    def _placed_ids(self) -> set[tuple[int, int]]:
+        """``(st_dev, st_ino)`` of the files this transfer placed.
+
+        Where they were not recorded as the files were written (``_track_inodes`` False), the
+        saved files are looked at once, by name (without following a final link), and every
+        later file is recorded as it is placed.
+        """
+        if not self._track_inodes:
+            for saved in self.saved:
+                relative = saved.path.relative_to(self.dest).as_posix()
+                path, dir_fd = self._root.ref(relative)
+                try:
+                    st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+                except OSError:  # removed since: no name to clash with
+                    continue
+                self._placed.add((st.st_dev, st.st_ino))
+            self._track_inodes = True
+        return self._placed
+
     def _check_placed(self, name: str, st: os.stat_result) -> None:
-        if (st.st_dev, st.st_ino) in self._placed:
+        if (st.st_dev, st.st_ino) in self._placed_ids():
             raise UnsafeNameError(
                 f"entry {name!r} lands on a file this transfer already wrote (the file system"
                 " does not tell the two names apart)",

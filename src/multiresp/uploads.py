@@ -95,6 +95,9 @@ class _UploadSink(FileSink):
     def __init__(self, dest: str | os.PathLike[str], limits: Limits) -> None:
         super().__init__(dest, limits=limits, if_exists="error")
         self.made_folders: list[str] = []  # relative to dest, in the order they were made
+        # It never replaces a file and gets no End with modes: the inodes of the files it
+        # placed name a rare error only, and are looked up then (no fstat per file).
+        self._track_inodes = False
 
     def start(self, event: EntryStart) -> None:
         try:
@@ -163,20 +166,16 @@ class _Form:
         return batch
 
     def _start(self, event: EntryStart) -> str:
-        disposition = ""
-        for key, value in event.headers:
-            if key == "content-disposition":
-                disposition = value
-                break
-        kind, params = parse_header_params(disposition)
+        # The reader parsed the Content-Disposition: its type and filename come with the event.
+        filename = event.filename
         self._field = event.name  # the field's name; a file's name for file parts
-        if kind != "form-data":
+        if event.disposition != "form-data":
             raise ProtocolError(
-                f"part {event.name!r}: Content-Disposition {disposition[:64]!r} is not"
+                f"part {event.name!r}: Content-Disposition {_disposition(event)[:64]!r} is not"
                 " form-data (RFC 7578)",
                 entry=event.name,
             )
-        if "filename" not in params and "filename*" not in params:
+        if filename is None:
             if len(self.fields) >= MAX_FIELDS:
                 raise LimitExceeded(
                     f"text field {event.name!r}: more than {MAX_FIELDS} text fields",
@@ -184,6 +183,7 @@ class _Form:
                 )
             self._value = bytearray()
             return "field"
+        disposition = _disposition(event)
         if "\\" in disposition:
             # Browsers send a backslash as it is, RFC 7578 readers take it as an escape: the
             # name would be read differently by different servers, so it is refused.
@@ -192,7 +192,7 @@ class _Form:
                 f" {disposition[:128]!r}; backslashes are not allowed in names",
                 entry=event.name,
             )
-        if not (params.get("filename*") or params.get("filename")):
+        if not filename:
             return "empty"  # a file input with nothing picked: filename="" and no content
         return "file"
 
@@ -221,6 +221,14 @@ class _Form:
                 f"text field {self._field!r} is not UTF-8", entry=self._field
             ) from None
         self.fields.append((self._field, value))
+
+
+def _disposition(event: EntryStart) -> str:
+    """The part's Content-Disposition header value (the reader refuses a part without one)."""
+    for key, value in event.headers:
+        if key == "content-disposition":
+            return value
+    return ""
 
 
 async def receive_files(
