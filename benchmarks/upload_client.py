@@ -15,7 +15,9 @@ What it does:
 Two comparisons, both against curl's whole run (a fresh process, which is all curl has):
 
 - **fresh process**: from starting the Python subprocess to its first response: interpreter
-  start, imports and the call, what a command-line upload costs. Starting Python and importing
+  start, imports (of bytecode compiled before the first round, as an installed package's is,
+  even where ``PYTHONDONTWRITEBYTECODE`` is set) and the call, what a command-line upload
+  costs. Starting Python and importing
   ``multiresp.client`` alone is measured too (``import``): it bounds this comparison;
 - **warm call**: the same call made again inside that process (median of ``WARM_CALLS``),
   what an application that uploads pays; its CPU seconds (user + system) are recorded.
@@ -150,13 +152,28 @@ def client(kind: str, url: str, root: str) -> None:
     print(json.dumps(report))
 
 
+def client_env() -> dict[str, str]:
+    """The environment of a client process. An installed package has its bytecode compiled
+    when it is installed: a client must not compile multiresp's source anew at every start,
+    as it would where ``PYTHONDONTWRITEBYTECODE`` is set."""
+    return {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+
+
+def compile_client() -> None:
+    """Write the client's bytecode once, before anything is timed."""
+    command = [sys.executable, "-c", "import multiresp.client"]
+    subprocess.run(command, env=client_env(), check=True)
+
+
 def run_client(kind: str, url: str, root: pathlib.Path) -> dict[str, Any]:
+    env = client_env()
     started_at = time.time()
     out = subprocess.run(
         [sys.executable, __file__, "--client", kind, "--url", url, "--root", str(root)],
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     report = json.loads(out.stdout)
     return {
@@ -193,6 +210,7 @@ def run_curl(url: str, config: pathlib.Path) -> dict[str, Any]:
 def measure(dataset: Dataset, url: str, rounds: int, clients: list[str]) -> dict[str, Any]:
     warm_page_cache(dataset)
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in clients}
+    compile_client()
     with tempfile.TemporaryDirectory() as temp:
         config = pathlib.Path(temp) / "curl.cfg"
         curl_config(dataset.root, config)
