@@ -118,6 +118,20 @@ def gets(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
     return counted
 
 
+def fail_mid_download(url: str, store: S3Store, tmp_path: pathlib.Path) -> None:
+    """Download ``url``/set while ``set/4.bin`` is overwritten once the first bytes are in:
+    the transfer fails."""
+    overwritten: list[int] = []
+
+    def overwrite_once(progress: Any) -> None:
+        if not overwritten and progress.bytes_done:
+            put(store, {"set/4.bin": b"changed"})
+            overwritten.append(progress.bytes_done)
+
+    with pytest.raises(multiresp.MultirespError):
+        download(f"{url}/set", tmp_path / "out", progress=overwrite_once, resume=False)
+
+
 def test_a_cold_archive_gets_each_object_once_and_is_byte_identical(
     s3: S3Server,
     tmp_path: pathlib.Path,
@@ -181,15 +195,7 @@ def test_a_failure_mid_archive_leaves_no_spool(
     put(store, objects)
     server = live_server(app_for(store))
     before_files, before_deleted = open_fds(), deleted()
-    overwritten: list[int] = []
-
-    def overwrite_once(progress: Any) -> None:
-        if not overwritten and progress.bytes_done:
-            put(store, {"set/4.bin": b"changed"})
-            overwritten.append(progress.bytes_done)
-
-    with pytest.raises(multiresp.MultirespError):
-        download(f"{server.url}/set", tmp_path / "out", progress=overwrite_once, resume=False)
+    fail_mid_download(server.url, store, tmp_path)
     failures = [r.getMessage() for r in caplog.records if r.name == "multiresp"]
     assert any("'4.bin'" in m and "changed since it was listed" in m for m in failures)
     assert len(spools.made) >= 3  # 1, 2 and 3 at least
@@ -273,15 +279,7 @@ def test_a_client_that_leaves_or_a_failure_gives_the_memory_back(
     assert wait_for(lambda: _objects.MemorySpool.held == 0), _objects.MemorySpool.held
     # A failure: an object overwritten once the first is on its way.
     put(store, {f"set/{n}.bin": os.urandom(6 * MIB + n) for n in range(6)})
-    overwritten: list[int] = []
-
-    def overwrite_once(progress: Any) -> None:
-        if not overwritten and progress.bytes_done:
-            put(store, {"set/4.bin": b"changed"})
-            overwritten.append(progress.bytes_done)
-
-    with pytest.raises(multiresp.MultirespError):
-        download(f"{server.url}/set", tmp_path / "out", progress=overwrite_once, resume=False)
+    fail_mid_download(server.url, store, tmp_path)
     assert wait_for(lambda: _objects.MemorySpool.held == 0), _objects.MemorySpool.held
 
 
