@@ -455,10 +455,11 @@ class MemorySpool:
 
     def close(self) -> None:
         self._pieces.clear()
-        counted, self._counted = self._counted, 0
-        if counted:
-            with MemorySpool._lock:
-                MemorySpool.held -= counted
+        # Taken under the lock: two closes from two threads (a response closing while its
+        # abandoned step still ends) must not both give the same bytes back.
+        with MemorySpool._lock:
+            counted, self._counted = self._counted, 0
+            MemorySpool.held -= counted
 
 
 class SpoolReader:
