@@ -10,6 +10,7 @@ so the spools the responses open show in this process's /proc/self/fd.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import io
 import os
 import pathlib
@@ -32,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import multiresp
-from multiresp import Entry, _objects, walk_store
+from multiresp import Entry, _objects, _pump, walk_store
 from multiresp._encoders import _ZipEncoder
 from multiresp._pace import READ_BLOCK
 from multiresp._pump import _BlockingWork
@@ -371,3 +372,79 @@ def test_the_pump_sends_a_spooled_reader_and_closes_those_it_never_used() -> Non
     gate.set()  # its CRC read ends after the pump closed: its reader is closed then
     assert wait_for(lambda: len(sources[2].given) == 1 and sources[2].given[0].closed)
     assert [s.opened for s in sources] == [0, 0, 0]  # none opened again
+
+
+RACED_SPOOL_BYTES = 10  # bytes counted by the spool under test
+RACE_WAIT = 0.5  # seconds one close waits for the other to read the count too
+_COUNT: Any = vars(_objects.MemorySpool)["_counted"]  # the slot that keeps a spool's count
+
+
+class _RacingSpool(_objects.MemorySpool):
+    """A spool whose count, when read, waits for a second reader: two closes from two
+    threads (a response's closing and its abandoned step) then read it at the same time
+    if nothing keeps them apart."""
+
+    __slots__ = ()
+    _meet = threading.Barrier(2)
+
+    @property
+    def _counted(self) -> int:
+        counted: int = _COUNT.__get__(self)
+        try:
+            self._meet.wait(RACE_WAIT)
+        except threading.BrokenBarrierError:  # the other close waits on the lock: none met
+            pass
+        return counted
+
+    @_counted.setter
+    def _counted(self, value: int) -> None:
+        _COUNT.__set__(self, value)
+
+
+def test_a_memory_spool_closed_from_two_threads_at_once_is_counted_back_once() -> None:
+    before = _objects.MemorySpool.held
+    spool = _objects.MemorySpool.take(RACED_SPOOL_BYTES)
+    assert spool is not None and _objects.MemorySpool.held == before + RACED_SPOOL_BYTES
+    spool.__class__ = _RacingSpool  # counted by take as any spool, raced at close
+    closes = [threading.Thread(target=spool.close) for _ in range(2)]
+    for close in closes:
+        close.start()
+    for close in closes:
+        close.join()
+    held, _objects.MemorySpool.held = _objects.MemorySpool.held, before  # for the next tests
+    assert held == before
+
+
+class _CountedReader:
+    def __init__(self) -> None:
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def test_a_pump_closed_while_its_abandoned_step_takes_a_reader_opened_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The response closes the pump (a client that left) while a step it abandoned, still in
+    its thread, takes one of the readers opened ahead: the close neither fails on the table
+    changing under it nor releases that reader, and releases each of the others once."""
+    work = _BlockingWork(_ZipEncoder("store", None))
+    readers = [_CountedReader() for _ in range(4)]
+    for number, reader in enumerate(readers):
+        opened: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        opened.set_result(reader)
+        work._opened[number] = opened
+    taken: list[Any] = []
+    discard = _pump._discard
+
+    def discard_while_the_step_takes_one(ahead: Any, release: Any) -> None:
+        if work._opened and not taken:
+            taken.append(work._opened.pop(next(iter(work._opened))).result())
+        discard(ahead, release)
+
+    monkeypatch.setattr(_pump, "_discard", discard_while_the_step_takes_one)
+    work.close()
+    assert not work._opened and len(taken) == 1
+    assert [r.closes for r in readers if r is not taken[0]] == [1, 1, 1]
+    assert taken[0].closes == 0  # the step's to close

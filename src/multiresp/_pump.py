@@ -147,12 +147,8 @@ class _BlockingWork(AbandonableSteps):
         back or opened ahead and never used, now or once its thread is done (after the end, a
         failure or a disconnect)."""
         self._stop.set()
-        for ahead in self._ahead.values():
-            _discard(ahead, _close_spooled)
-        self._ahead.clear()
-        for opened in self._opened.values():
-            _discard(opened, _close_reader)
-        self._opened.clear()
+        _discard_all(self._ahead, _close_spooled)
+        _discard_all(self._opened, _close_reader)
         super().close()
 
     def _close_file(self) -> None:
@@ -390,6 +386,20 @@ def _discard(ahead: concurrent.futures.Future[T], release: Callable[[T], None]) 
     reader) now, if it is done, or once it is."""
     if not ahead.cancel():
         ahead.add_done_callback(functools.partial(_release, release))
+
+
+def _discard_all(
+    table: dict[int, concurrent.futures.Future[T]], release: Callable[[T], None]
+) -> None:
+    """:func:`_discard` every future in ``table``, emptying it. Taken one ``popitem`` at a
+    time, not by a loop over the dict: a step the response abandoned may still pop from it
+    in its thread, and each future is then taken (and released) by one side only."""
+    while True:
+        try:
+            _, ahead = table.popitem()
+        except KeyError:
+            return
+        _discard(ahead, release)
 
 
 def _release(release: Callable[[T], None], ahead: concurrent.futures.Future[T]) -> None:
