@@ -300,6 +300,23 @@ def test_a_memory_spool_gives_its_bytes_back_as_they_came_split_only_past_the_si
     assert _objects.MemorySpool.take(_objects.MEMORY_SPOOLS + 1) is None  # past the budget
 
 
+def test_a_memory_spool_read_in_small_blocks_copies_only_what_it_gives() -> None:
+    """A slow client reads a large piece in small blocks: the rest of the piece is kept as it
+    is, not copied again at every read (a 2 MiB piece in 128 KiB blocks copied 16 MiB)."""
+    large, small = os.urandom(2 << 20), os.urandom(1000)
+    spool = _objects.MemorySpool.take(len(large) + len(small))
+    assert spool is not None
+    spool.keep([large, small])
+    given = []
+    while pieces := spool.read(128 << 10):
+        assert sum(map(len, pieces)) <= 128 << 10
+        if spool._pieces and spool._pieces[0] is not small:
+            assert spool._pieces[0] is large  # the same object: its rest was not copied
+        given += pieces
+    spool.close()
+    assert b"".join(given) == large + small
+
+
 # --- the pump, with a source that spools -----------------------------------------------------
 
 

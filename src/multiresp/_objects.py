@@ -413,7 +413,7 @@ class MemorySpool:
     read), given back as they came; counted in the process's ``MEMORY_SPOOLS`` from
     :meth:`take` until :meth:`close`. Each piece read is let go."""
 
-    __slots__ = ("_counted", "_pieces")
+    __slots__ = ("_counted", "_pieces", "_used")
 
     held = 0  # bytes counted by the spools of this process not yet closed
     _lock = threading.Lock()  # servers may run event loops in several threads of one process
@@ -421,6 +421,7 @@ class MemorySpool:
     def __init__(self, counted: int) -> None:
         self._counted = counted
         self._pieces: collections.deque[bytes] = collections.deque()
+        self._used = 0  # bytes of the first piece already given
 
     @classmethod
     def take(cls, size: int) -> MemorySpool | None:
@@ -436,21 +437,23 @@ class MemorySpool:
         self._pieces.extend(pieces)
 
     def read(self, size: int) -> list[bytes]:
-        """Whole pieces up to ``size`` bytes; one larger than ``size`` is split."""
+        """Whole pieces up to ``size`` bytes; one larger than ``size`` is split, each read
+        copying only the part it gives (a slow client reads small blocks of large pieces)."""
         queue = self._pieces
         pieces: list[bytes] = []
         got = 0
         while queue and got < size:
-            piece = queue[0]
-            if got + len(piece) > size:
+            piece, used = queue[0], self._used
+            left = len(piece) - used
+            if got + left > size:
                 if pieces:
                     break  # it leads the next read
-                queue[0] = piece[size:]
-                piece = piece[:size]
-            else:
-                queue.popleft()
-            pieces.append(piece)
-            got += len(piece)
+                self._used += size
+                return [piece[used : used + size]]
+            queue.popleft()
+            self._used = 0
+            pieces.append(piece[used:] if used else piece)
+            got += left
         return pieces
 
     def close(self) -> None:
