@@ -187,3 +187,26 @@ def test_a_failed_upload_removes_nothing_through_a_folder_swapped_for_a_link(
     )
     assert answer.status_code == 400
     assert victim.read_bytes() == b"someone else's file"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["9" * 5000 + "-", "-" + "9" * 5000, "0-" + "9" * 5000, "0" * 5000 + "1-2"],
+    ids=["start", "suffix", "last", "zeros"],
+)
+def test_a_range_with_a_huge_number_is_answered_not_a_crash(
+    share: pathlib.Path, live_server: Callable[..., LiveServer], spec: str
+) -> None:
+    """A ``Range`` number too long for ``int()`` (Python refuses strings over 4,300 digits)
+    is still a number: the request is answered as any range past or within the body is,
+    never with a 500."""
+    url = live_server(create_app(share)).url
+    whole = httpx.get(url + "/zip/", timeout=10)
+    answer = httpx.get(url + "/zip/", headers={"Range": f"bytes={spec}"}, timeout=10)
+    assert answer.status_code in (200, 206, 416), answer.text[:200]
+    if spec.startswith("9"):
+        assert answer.status_code == 416
+    elif spec.startswith("-") or spec.startswith("0-"):
+        assert answer.status_code == 206 and answer.content == whole.content
+    else:
+        assert answer.status_code == 206 and answer.content == whole.content[1:3]
