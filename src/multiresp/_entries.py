@@ -529,23 +529,54 @@ def walk(root: str | os.PathLike[str], *, prefix: str = "") -> list[Entry]:
         raise NotADirectoryError(f"{top}: not a directory")
     real_root = os.path.realpath(top)
     root_stat = os.stat(real_root)
-    base = Root(real_root, root_stat.st_dev, root_stat.st_ino)
+    return walk_beneath(Root(real_root, root_stat.st_dev, root_stat.st_ino), "", prefix=prefix)
+
+
+def entry_beneath(root: Root, relative: str, name: str) -> Entry:
+    """An entry for the file or folder ``relative`` beneath ``root`` (no link and no ``..``
+    in it), stat'ed without following a link and, for a file, read beneath ``root`` as
+    :func:`walk`'s files are.
+
+    Raises:
+        OSError: it cannot be stat'ed, or is neither a regular file nor a folder (a symbolic
+            link included).
+    """
+    path = f"{root.path.rstrip(os.sep)}{os.sep}{relative}"
+    st = os.stat(path, follow_symlinks=False)
+    return Entry._from_stat(path, st, name, None, root, relative)
+
+
+def walk_beneath(root: Root, folder: str, *, prefix: str = "") -> list[Entry]:
+    """What :func:`walk` lists in ``folder`` beneath ``root``, each file recorded beneath
+    ``root`` itself: a file is then opened from ``root``'s path with no symbolic link followed
+    on the way, ``folder`` included, so a folder swapped for a link after a caller checked it
+    cannot lead a read outside ``root``. Links are kept, as by :func:`walk`, only when they
+    resolve to a regular file inside ``folder``.
+
+    Args:
+        root: The folder nothing is read outside of (its real path, device and inode).
+        folder: A path beneath it with no link and no ``..`` in it; ``""`` for ``root``.
+        prefix: As for :func:`walk`, already checked to be a safe relative path.
+    """
+    top = f"{root.path.rstrip(os.sep)}{os.sep}{folder}" if folder else root.path
+    within = f"{folder}/" if folder else ""
     entries: list[Entry] = []
-    for directory, relative, items in scan(real_root):
+    for directory, relative, items in scan(top):
         kept = 0
         for item in items:
             name = _join(prefix, relative + item.name)
+            path = f"{directory}{os.sep}{item.name}"  # item.path may be the name alone
             if item.is_dir(follow_symlinks=False):
                 kept += 1
             elif item.is_symlink():
-                entry = _linked_file(item.path, name, base)
+                entry = _linked_file(path, name, root, top)
                 if entry is not None:
                     entries.append(entry)
                     kept += 1
             elif item.is_file(follow_symlinks=False):
                 st = item.stat(follow_symlinks=False)
                 entries.append(
-                    Entry._from_stat(item.path, st, name, None, base, relative + item.name)
+                    Entry._from_stat(path, st, name, None, root, within + relative + item.name)
                 )
                 kept += 1
         if not kept and (relative or prefix):
@@ -555,10 +586,11 @@ def walk(root: str | os.PathLike[str], *, prefix: str = "") -> list[Entry]:
     return entries
 
 
-def _linked_file(link: str, name: str, root: Root) -> Entry | None:
-    """The entry for a link to a regular file inside ``root``, read by the target's path."""
+def _linked_file(link: str, name: str, root: Root, top: str) -> Entry | None:
+    """The entry for a link to a regular file inside ``top`` (a folder beneath ``root``),
+    read by the target's path beneath ``root``."""
     target = os.path.realpath(link)
-    if os.path.commonpath([root.path, target]) != root.path or target == root.path:
+    if os.path.commonpath([top, target]) != top or target == top:
         return None
     try:
         st = os.stat(target)

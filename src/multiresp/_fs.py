@@ -129,6 +129,12 @@ def _openat2_function() -> Any:
 _HOW = _OpenHow(FILE_FLAGS | _O_NOFOLLOW, 0, _RESOLVE)  # read-only for the kernel: shared
 _HOW_ADDRESS = ctypes.addressof(_HOW)
 _HOW_SIZE = ctypes.sizeof(_HOW)
+# A folder to list: read (os.scandir needs more than O_PATH), never through a link.
+_LIST_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+_LIST_HOW = _OpenHow(_LIST_FLAGS, 0, _RESOLVE)
+_LIST_HOW_ADDRESS = ctypes.addressof(_LIST_HOW)
+# What opening a folder met in a listing says when it was swapped or removed since: skipped.
+_FOLDER_GONE = frozenset({errno.ELOOP, errno.EXDEV, errno.EMLINK, errno.ENOTDIR, errno.ENOENT})
 
 
 def openat2_available() -> bool:
@@ -136,11 +142,13 @@ def openat2_available() -> bool:
     return USE_OPENAT2 and _openat2_function() is not None
 
 
-def _openat2(path: str) -> int:
-    """Open the absolute ``path`` with no link followed in one call, or -1 without openat2."""
+def _openat2(path: str, how: int = _HOW_ADDRESS) -> int:
+    """Open the absolute ``path`` with no link followed in one call, or -1 without openat2.
+    ``how`` is the address of the flags: a file's to read (the default), or a folder's to
+    list (``_LIST_HOW_ADDRESS``)."""
     global _syscall
     assert _syscall is not None
-    fd = int(_syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), _HOW_ADDRESS, _HOW_SIZE))
+    fd = int(_syscall(_SYS_OPENAT2, _AT_FDCWD, os.fsencode(path), how, _HOW_SIZE))
     if fd >= 0:
         return fd
     code = ctypes.get_errno()
@@ -150,8 +158,9 @@ def _openat2(path: str) -> int:
     raise OSError(code, os.strerror(code), path)
 
 
-def _open_by_segments(dir_fd: int, relative: str) -> int:
-    """Open ``relative`` beneath ``dir_fd``, one ``O_NOFOLLOW`` segment at a time."""
+def _open_by_segments(dir_fd: int, relative: str, flags: int = FILE_FLAGS) -> int:
+    """Open ``relative`` beneath ``dir_fd``, one ``O_NOFOLLOW`` segment at a time; the last
+    segment with ``flags``."""
     *folders, last = relative.split("/")
     fd = dir_fd
     try:
@@ -160,7 +169,7 @@ def _open_by_segments(dir_fd: int, relative: str) -> int:
             if fd != dir_fd:
                 os.close(fd)
             fd = inner
-        return os.open(last, FILE_FLAGS | _O_NOFOLLOW, dir_fd=fd)
+        return os.open(last, flags | _O_NOFOLLOW, dir_fd=fd)
     finally:
         if fd != dir_fd:
             os.close(fd)
@@ -422,8 +431,53 @@ def scan(top: str) -> Iterator[tuple[str, str, list[os.DirEntry[str]]]]:
 
     Yields ``(path, relative, items)``, ``relative`` being ``""`` for ``top`` and ending with
     ``/`` below it. An explicit stack, not recursion, so that any depth works. Folder links
-    are not entered.
+    are not entered, at listing time or later: each folder is opened from ``top`` (a path with
+    no link in it) with no link followed on the way, as :func:`open_source` opens files, and
+    listed through that descriptor, so a folder swapped for a link to elsewhere after its
+    parent was listed is skipped, never listed (as is one removed). Items come from a
+    descriptor: ``item.path`` is the name alone, and ``item.stat()`` works only until the
+    loop moves on to the next folder.
     """
+    if not _DIR_FD:  # Windows: no descriptor-relative open or listing
+        yield from _scan_by_path(top)
+        return
+    stack = [""]
+    while stack:
+        relative = stack.pop()
+        try:
+            fd = _open_folder(top, relative)
+        except OSError as error:
+            if not relative or error.errno not in _FOLDER_GONE:
+                raise
+            continue
+        try:
+            with os.scandir(fd) as listing:
+                items = list(listing)
+            stack.extend(
+                relative + item.name + "/" for item in items if item.is_dir(follow_symlinks=False)
+            )
+            yield f"{top}/{relative[:-1]}" if relative else top, relative, items
+        finally:
+            os.close(fd)
+
+
+def _open_folder(top: str, relative: str) -> int:
+    """A descriptor to list ``top`` joined with ``relative`` (``""``, or ending with ``/``),
+    reached with no link followed: openat2, else one ``O_NOFOLLOW`` segment at a time."""
+    if USE_OPENAT2 and _openat2_function() is not None:
+        fd = _openat2(f"{top.rstrip(os.sep)}/{relative}", _LIST_HOW_ADDRESS)
+        if fd >= 0:
+            return fd
+    top_fd = os.open(top, _LIST_FLAGS)
+    if not relative:
+        return top_fd
+    try:
+        return _open_by_segments(top_fd, relative[:-1], _LIST_FLAGS)
+    finally:
+        os.close(top_fd)
+
+
+def _scan_by_path(top: str) -> Iterator[tuple[str, str, list[os.DirEntry[str]]]]:
     stack: list[tuple[str, str]] = [(top, "")]
     while stack:
         directory, relative = stack.pop()

@@ -36,7 +36,11 @@ STRONG_DATE_AGE = dt.timedelta(seconds=1)  # a Last-Modified this old is a stron
 
 UNSATISFIABLE: Final = "unsatisfiable"
 
-_RANGE_SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
+_RANGE_SPEC = re.compile(r"\s*([0-9]*)\s*-\s*([0-9]*)\s*")
+# Digits past which a range number exceeds any body: read as this bound, as int() refuses a
+# string of more than 4,300 digits (and converting one costs time the client chose).
+_MAX_DIGITS = 30
+_BEYOND_ANY_BODY = 10**_MAX_DIGITS
 _ETAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
 
 
@@ -81,15 +85,15 @@ def parse_range(header: str | None, total: int) -> list[ByteRange] | str | None:
         if not first:
             if not last:
                 return None
-            suffix = int(last)
+            suffix = _number(last)
             if suffix and total:
                 ranges.append(ByteRange(max(total - suffix, 0), total))
             continue
-        start = int(first)
-        if last and int(last) < start:
+        start = _number(first)
+        if last and _number(last) < start:
             return None  # invalid range-spec: the whole header is ignored
         if start < total:
-            stop = total if not last else min(int(last) + 1, total)
+            stop = total if not last else min(_number(last) + 1, total)
             ranges.append(ByteRange(start, stop))
     if not ranges:
         return UNSATISFIABLE
@@ -97,6 +101,12 @@ def parse_range(header: str | None, total: int) -> list[ByteRange] | str | None:
     if any(b.start < a.stop for a, b in itertools.pairwise(ordered)):
         return None
     return ranges
+
+
+def _number(digits: str) -> int:
+    """A range number; one of more than ``_MAX_DIGITS`` digits as ``_BEYOND_ANY_BODY``."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else _BEYOND_ANY_BODY
 
 
 def _etags(header: str) -> list[tuple[bool, str]] | None:

@@ -47,13 +47,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _fs
-from ._entries import Entry, walk
+from ._entries import Entry, entry_beneath, walk_beneath
 from ._errors import MultirespError, UnsafeNameError
 from ._names import check_name
 from ._page import Row, render_page
 from ._progress import human_bytes
 from .responses import MultipartResponse, ZipStreamResponse
-from .uploads import error_response, receive_files
+from .uploads import _receive_into, error_response
 
 __all__ = ("create_app",)
 
@@ -95,6 +95,11 @@ class _Found:
     relative: str  # "" for the root, else a checked relative name without trailing "/"
     path: pathlib.Path  # its real path, inside the root
     is_dir: bool
+    identity: tuple[int, int]  # its device and inode, as checked
+
+    def beneath(self, root: pathlib.Path) -> str:
+        """Its real path relative to ``root``: no link and no ``..`` in it."""
+        return self.path.relative_to(root).as_posix() if self.path != root else ""
 
 
 class _OpenedFileResponse(FileResponse):
@@ -133,7 +138,10 @@ class _Gateway:
         This is the only place a request reaches the file system. The path must be a safe
         relative name (the entry-name rule: no ``..``, ``.`` or empty segment, not absolute, no
         backslash or control character); once symbolic links are resolved it must still lie
-        inside the root; and it must be a regular file or a folder.
+        inside the root; and it must be a regular file or a folder. What a request then reads
+        is opened beneath the root from that real path, with no link followed (see
+        :meth:`entries` and :meth:`open_file`), so a file or folder swapped for a link after
+        this check is refused, not followed.
 
         Raises:
             HTTPException: 404, for every path refused, as for one that does not exist.
@@ -148,12 +156,12 @@ class _Gateway:
         if real != self.root and self.root not in real.parents:
             raise HTTPException(404)
         try:
-            mode = os.stat(real).st_mode
+            st = os.stat(real, follow_symlinks=False)
         except (OSError, ValueError):
             raise HTTPException(404) from None
-        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
             raise HTTPException(404)
-        return _Found(name, real, stat.S_ISDIR(mode))
+        return _Found(name, real, stat.S_ISDIR(st.st_mode), (st.st_dev, st.st_ino))
 
     def target(self, request: Request) -> _Found:
         """The ``{path}`` of a request, refused when the raw URL encoded a separator in it."""
@@ -169,24 +177,46 @@ class _Gateway:
         stem = posixpath.basename(found.relative) or self.root.name
         if not names:
             if found.is_dir:
-                return walk(found.path), stem
-            return [Entry.from_path(found.path, stem)], posixpath.splitext(stem)[0] or stem
+                return self.entries(found), stem
+            return self.entries(found, stem), posixpath.splitext(stem)[0] or stem
         if not found.is_dir:
             raise HTTPException(404)
         entries: dict[str, Entry] = {}
         for name in names:
             inner = self.resolve(posixpath.join(found.relative, name) if found.relative else name)
             label = inner.relative[len(found.relative) :].lstrip("/")
-            picked = (
-                walk(inner.path, prefix=label)
-                if inner.is_dir
-                else [Entry.from_path(inner.path, label)]
-            )
-            for entry in picked:
+            for entry in self.entries(inner, label):
                 entries.setdefault(entry.name, entry)
         if len(names) == 1:
             stem = posixpath.basename(names[0].rstrip("/")) or stem
         return sorted(entries.values(), key=lambda e: e.name), stem
+
+    def entries(self, found: _Found, name: str = "") -> list[Entry]:
+        """The entries of a file (named ``name``) or a folder (under ``name``) that
+        :meth:`resolve` let through, each file read beneath the root with no link followed.
+
+        Raises:
+            HTTPException: 404, when it is no longer a regular file or a folder.
+        """
+        root = self.root_facts()
+        try:
+            if found.is_dir:
+                return walk_beneath(root, found.beneath(self.root), prefix=name)
+            return [entry_beneath(root, found.beneath(self.root), name)]
+        except OSError:
+            raise HTTPException(404) from None
+
+    def root_facts(self) -> _fs.Root:
+        """The root as files beneath it record it: its path, device and inode.
+
+        Raises:
+            HTTPException: 404, when the root cannot be stat'ed.
+        """
+        try:
+            st = os.stat(self.root)
+        except OSError:
+            raise HTTPException(404) from None
+        return _fs.Root(str(self.root), st.st_dev, st.st_ino)
 
     # The endpoints stat and walk folders in a worker thread: a big folder never blocks the loop.
 
@@ -209,14 +239,12 @@ class _Gateway:
         """A descriptor of the file :meth:`resolve` let through, opened beneath the root with
         no symbolic link followed and checked to be that regular file (``_fs.open_source``):
         a file swapped for a link or a FIFO after the check is refused (404), not served."""
+        root = self.root_facts()
         try:
-            root_st = os.stat(self.root)
             st = os.stat(found.path, follow_symlinks=False)
         except OSError:
             raise HTTPException(404) from None
-        root = _fs.Root(str(self.root), root_st.st_dev, root_st.st_ino)
-        relative = found.path.relative_to(self.root).as_posix()
-        source = _fs.PathSource.from_stat(str(found.path), st, root, relative)
+        source = _fs.PathSource.from_stat(str(found.path), st, root, found.beneath(self.root))
         try:
             return _fs.open_source(source, found.relative)
         except (OSError, MultirespError):
@@ -245,7 +273,7 @@ class _Gateway:
         if not found.is_dir:
             raise HTTPException(404)
         try:
-            saved = await receive_files(request, found.path)
+            saved = await _receive_into(request, found.path, folder=found.identity)
         except MultirespError as exc:  # 413, 409 or 400, with what was wrong
             return await error_response(request, exc)
         if "text/html" in request.headers.get("accept", ""):
@@ -262,7 +290,7 @@ class _Gateway:
     def listing(self, found: _Found) -> list[Row]:
         """The rows of a folder's page: its files, and its folders with what they hold."""
         rows: dict[str, Row] = {}
-        for entry in walk(found.path):
+        for entry in self.entries(found):
             head, sep, _ = entry.name.partition("/")
             row = rows.get(head)
             if row is None:

@@ -89,11 +89,27 @@ class ReceivedFiles(list[SavedFile]):
         self.fields = ImmutableMultiDict(fields)
 
 
+# A folder on the way to a file being removed: looked through, never through a link.
+_FOLDER_FLAGS = (
+    getattr(os, "O_PATH", os.O_RDONLY)
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
 class _UploadSink(FileSink):
     """A :class:`FileSink` that never replaces a file and can undo a whole upload."""
 
-    def __init__(self, dest: str | os.PathLike[str], limits: Limits) -> None:
+    def __init__(
+        self,
+        dest: str | os.PathLike[str],
+        limits: Limits,
+        folder: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__(dest, limits=limits, if_exists="error")
+        if folder is not None:
+            self._check_folder(folder)
         self.made_folders: list[str] = []  # relative to dest, in the order they were made
         # It never replaces a file and gets no End with modes: the inodes of the files it
         # placed name a rare error only, and are looked up then (no fstat per file).
@@ -105,16 +121,57 @@ class _UploadSink(FileSink):
         finally:
             self.made_folders += self._made
 
+    def _check_folder(self, folder: tuple[int, int]) -> None:
+        """Refuse ``dest`` unless it is the folder (device, inode) the caller checked: one
+        swapped since for a link, which opening ``dest`` followed, is not written into."""
+        if self._root.fd is not None:
+            st = os.fstat(self._root.fd)
+        else:
+            st = os.stat(self.dest, follow_symlinks=False)
+        if (st.st_dev, st.st_ino) != folder:
+            self.close()
+            raise UnsafeNameError(
+                f"the destination {str(self.dest)!r} is no longer the folder that was checked "
+                "(device/inode check); refusing to write into it"
+            )
+
     def roll_back(self) -> None:
-        """Close, then remove every file this upload saved and every folder it made."""
-        self.close()
-        for saved in reversed(self.saved):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(saved.path)
-        self.saved.clear()
-        for relative in reversed(self.made_folders):
-            with contextlib.suppress(OSError):  # not empty, or already gone: leave it
-                os.rmdir(self.dest.joinpath(*relative.split("/")))
+        """Remove every file this upload saved and every folder it made, then close.
+
+        Each is removed beneath ``dest`` with no symbolic link followed on the way, as it
+        was written: a folder swapped for a link since cannot lead a removal outside
+        ``dest`` (the file is then left where it is).
+        """
+        try:
+            self.abort()
+            for saved in reversed(self.saved):
+                with contextlib.suppress(OSError):  # gone, or behind a link: leave it
+                    self._remove(saved.path.relative_to(self.dest).as_posix(), os.unlink)
+            self.saved.clear()
+            for relative in reversed(self.made_folders):
+                with contextlib.suppress(OSError):  # not empty, or already gone: leave it
+                    self._remove(relative, os.rmdir)
+        finally:
+            self.close()
+
+    def _remove(self, relative: str, remove: Callable[..., None]) -> None:
+        """``remove`` (unlink or rmdir) the path ``relative`` beneath ``dest``, reached one
+        ``O_NOFOLLOW`` folder at a time from ``dest``'s descriptor."""
+        if self._root.fd is None:  # no descriptor-relative calls: by checked path
+            remove(self.dest.joinpath(*relative.split("/")))
+            return
+        *folders, last = relative.split("/")
+        fd = self._root.fd
+        try:
+            for folder in folders:
+                inner = os.open(folder, _FOLDER_FLAGS, dir_fd=fd)
+                if fd != self._root.fd:
+                    os.close(fd)
+                fd = inner
+            remove(last, dir_fd=fd)
+        finally:
+            if fd != self._root.fd:
+                os.close(fd)
 
 
 class _Form:
@@ -268,6 +325,19 @@ async def receive_files(
             of that name is already in ``dest`` (HTTP 409).
         IntegrityError: a part's bytes disagree with its ``Content-Length`` (HTTP 400).
     """
+    return await _receive_into(request, dest, limits=limits)
+
+
+async def _receive_into(
+    request: Request,
+    dest: str | os.PathLike[str],
+    *,
+    limits: Limits | None = None,
+    folder: tuple[int, int] | None = None,
+) -> ReceivedFiles:
+    """:func:`receive_files`, refused (:class:`UnsafeNameError`) unless ``dest`` is still the
+    folder whose ``(device, inode)`` is ``folder``, when given: for a caller that checked
+    ``dest`` (the gateway) and must not write through a link put in its place since."""
     content_type = request.headers.get("content-type", "")
     limits = limits if limits is not None else Limits()
     stream = request.stream()
@@ -279,7 +349,7 @@ async def receive_files(
         decoder = BodyDecoder(
             content_type, limits=limits, content_encoding=request.headers.get("content-encoding")
         )
-        sink = await anyio.to_thread.run_sync(_UploadSink, dest, limits)
+        sink = await anyio.to_thread.run_sync(_UploadSink, dest, limits, folder)
         await _receive(stream, decoder, form, Writer(sink))
     except BaseException as exc:
         if sink is not None:
