@@ -1,5 +1,6 @@
-"""The gateway against a writer into the served folder who swaps what a request names, between
-the gateway's check of the path and the read, over a real uvicorn."""
+"""Writers into a served folder or an upload destination who swap what a request names for a
+link between the check of the path and its use, over a real uvicorn; and Range numbers too long
+for int()."""
 
 from __future__ import annotations
 
