@@ -269,3 +269,49 @@ def test_a_file_that_cannot_be_used_falls_back_to_memory_and_warns_once(
     assert "memory only" in warnings[0].getMessage()
     if kind == "corrupt":
         assert path.read_bytes() == b"not a database, " * 1000  # left as it was
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX owners and modes")
+@pytest.mark.parametrize("rule", ["mode", "file", "owner", "folder", "wal"])
+def test_a_file_others_could_write_is_not_used(
+    rule: str, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever can write the cache file decides the CRC-32 a zip declares: a file another
+    user could have written (or put there) is left alone, with a warning naming the rule."""
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    path = folder / "crc.sqlite"
+    planted = CrcCache(path=path)
+    planted.put(fake(1), 11, read_from_ns=OLD)  # a row someone else may have written
+    if rule == "mode":
+        path.chmod(0o666)
+    elif rule == "file":
+        (folder / "elsewhere.sqlite").write_bytes(path.read_bytes())
+        path.unlink()
+        path.symlink_to(folder / "elsewhere.sqlite")
+    elif rule == "owner":
+        if os.geteuid() != 0:
+            pytest.skip("only root can give a file to another user")
+        os.chown(path, 65534, 65534)
+    elif rule == "folder":
+        folder.chmod(0o777)  # anyone may replace the file, no sticky bit
+    else:
+        (folder / "crc.sqlite-wal").write_bytes(b"")
+        (folder / "crc.sqlite-wal").chmod(0o666)
+    cache = CrcCache(path=path)
+    with caplog.at_level(logging.WARNING, logger="multiresp"):
+        assert cache.get(fake(1)) is None  # the planted row is not taken
+        cache.put(fake(2), 22, read_from_ns=OLD)
+        assert cache.get(fake(2)) == 22  # the memory layer goes on
+    warnings = [r.getMessage() for r in caplog.records if r.name == "multiresp"]
+    assert len(warnings) == 1 and f"({rule if rule != 'wal' else 'mode'} rule)" in warnings[0]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX owners and modes")
+def test_a_private_file_in_a_sticky_folder_is_used(tmp_path: pathlib.Path) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)  # as /tmp and /var/tmp: anyone may add files, none replace another's
+    path = folder / "crc.sqlite"
+    CrcCache(path=path).put(fake(1), 11, read_from_ns=OLD)
+    assert CrcCache(path=path).get(fake(1)) == 11

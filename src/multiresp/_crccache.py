@@ -31,6 +31,13 @@ re-inserted, so rows in use outlive the rest (LRU, roughly).
 A cache file that cannot be opened, read or written (corrupt, read-only, another program's)
 turns the shared layer off in this process, with one warning on the ``multiresp`` logger; the
 in-memory layer keeps working, and no response fails because of the cache.
+
+Trusted: whoever can write the file decides the CRC-32 a zip declares, and a wrong one makes
+every reader refuse that file. On POSIX a cache file (or its ``-wal`` or ``-shm``) that is not
+a regular file, belongs to a user other than this process's or root, or that anyone may
+write, is not used (the warning names the rule), nor one in a folder that anyone may write
+and that lacks the sticky bit (where anyone could put a file of their own in its place). It
+is checked before it is opened and again once it is.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from typing import TYPE_CHECKING, Protocol
@@ -177,6 +185,7 @@ class _Store:
         import sqlite3
 
         try:
+            _check_trusted(self.path)
             connection = sqlite3.connect(
                 self.path, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False
             )
@@ -188,6 +197,7 @@ class _Store:
                     f"CREATE TABLE IF NOT EXISTS {TABLE} "
                     "(key TEXT PRIMARY KEY, crc INTEGER NOT NULL)"
                 )
+                _check_trusted(self.path)  # as opened: not swapped in after the first check
             except BaseException:
                 connection.close()
                 raise
@@ -208,6 +218,44 @@ class _Store:
             type(error).__name__,
             error,
         )
+
+
+class UntrustedCacheFile(OSError):
+    """A cache file that others could write (see the module's notes): not used."""
+
+
+def _check_trusted(path: str) -> None:
+    """Refuse a cache file that someone other than this process's user (or root) could write.
+
+    Raises:
+        UntrustedCacheFile: the file, its ``-wal`` or ``-shm``, or its folder breaks a rule;
+            the message names which.
+    """
+    if os.name != "posix":
+        return
+    owners = {os.geteuid(), 0}
+    folder = os.path.dirname(os.path.abspath(path))
+    st = os.stat(folder)
+    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+        raise UntrustedCacheFile(
+            f"its folder {folder} may be written by anyone and has no sticky bit (folder rule)"
+        )
+    for candidate in (path, f"{path}-wal", f"{path}-shm"):
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            raise UntrustedCacheFile(f"{candidate} is not a regular file (file rule)")
+        if st.st_uid not in owners:
+            raise UntrustedCacheFile(
+                f"{candidate} belongs to uid {st.st_uid}, not this process's (owner rule)"
+            )
+        if st.st_mode & stat.S_IWOTH:  # a group that may write it is the owner's choice
+            raise UntrustedCacheFile(
+                f"{candidate} may be written by anyone, mode {stat.S_IMODE(st.st_mode):o}"
+                " (mode rule)"
+            )
 
 
 class CrcCache:
