@@ -154,6 +154,32 @@ def test_walk_lists_nothing_from_a_folder_swapped_for_a_link_while_it_lists(
     assert not any("private-name" in name or name.startswith("sub/") for name in names), names
 
 
+def test_an_empty_folder_swapped_for_a_link_once_listed_shows_nothing_of_the_outside(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty folder gets an entry of its own, dated and moded as it is: not as the folder
+    a link put in its place after it was listed leads to."""
+    from multiresp import _entries, walk
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "empty").mkdir(parents=True)
+    outside.mkdir()
+    os.utime(outside, (1_000_000_000, 1_000_000_000))  # 2001: a date to recognise
+    scan = _entries.scan
+
+    def scan_then_swap(top: str) -> object:
+        for directory, relative, items in scan(top):
+            if relative == "empty/":  # listed (empty): now swapped for a link out
+                os.rename(directory, f"{directory}-was")
+                os.symlink(outside, directory)
+            yield directory, relative, items
+
+    monkeypatch.setattr(_entries, "scan", scan_then_swap)
+    entries = walk(root)
+    assert all(e.mtime is None or e.mtime.year != 2001 for e in entries), entries
+    assert [e.name for e in entries] == []  # it is no longer a folder: skipped
+
+
 def test_a_failed_upload_removes_nothing_through_a_folder_swapped_for_a_link(
     share: pathlib.Path, live_server: Callable[..., LiveServer]
 ) -> None:

@@ -580,8 +580,12 @@ def walk_beneath(root: Root, folder: str, *, prefix: str = "") -> list[Entry]:
                 )
                 kept += 1
         if not kept and (relative or prefix):
-            st = os.stat(directory)
-            entries.append(Entry._from_stat(directory, st, _join(prefix, relative), None))
+            try:  # its date and mode: never through a link it was swapped for since
+                st = os.stat(directory, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                entries.append(Entry._from_stat(directory, st, _join(prefix, relative), None))
     entries.sort(key=lambda e: e.name)
     return entries
 
