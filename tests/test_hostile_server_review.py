@@ -8,6 +8,7 @@ that holds. Servers that must misbehave below HTTP are raw sockets on loopback.
 from __future__ import annotations
 
 import pathlib
+import re
 import socket
 import struct
 import threading
@@ -175,3 +176,24 @@ def test_deadline_holds_while_headers_trickle(
     with pytest.raises(TransferTimeout):
         download(url, tmp_path, deadline=0.5)
     assert time.monotonic() - started < STALL / 2
+
+
+# -- what an error message prints ------------------------------------------------------------
+
+
+def test_an_etag_in_an_error_prints_no_terminal_control(
+    raw_server: Callable[[Callable[[socket.socket], None]], str], tmp_path: pathlib.Path
+) -> None:
+    """``multiresp get`` prints the error's first line: header bytes over 0x7F reach it as C1
+    controls (U+009B is a terminal's CSI), which names are refused for."""
+
+    def handle(conn: socket.socket) -> None:
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\nContent-Length: 1000\r\n"
+            b'Accept-Ranges: bytes\r\nETag: W/"\xc2\x9b2J"\r\n\r\n' + local_header(b"a")[:20]
+        )
+
+    url = raw_server(handle)
+    with pytest.raises(ProtocolError, match="cannot be resumed") as caught:
+        download(url, tmp_path)
+    assert not re.search("[\x00-\x1f\x7f-\x9f]", str(caught.value))
