@@ -605,17 +605,21 @@ def test_bad_arguments(tmp_path: pathlib.Path) -> None:
         FileSink(tmp_path / "file")
 
 
-@pytest.mark.parametrize(("policy", "stats"), [("replace", 1), ("error", 0), ("skip", 1)])
+@pytest.mark.parametrize(
+    ("policy", "early", "stats"),
+    [("replace", True, 1), ("error", True, 1), ("skip", True, 1), ("error", False, 0)],
+)
 def test_a_file_costs_at_most_one_stat(
     tmp_path: pathlib.Path,
     mode: str,
     monkeypatch: pytest.MonkeyPatch,
     policy: _sink.IfExists,
+    early: bool,
     stats: int,
 ) -> None:
     """File creation is most of a small file's cost: "replace" checks the target once before
-    its rename; "skip" once before writing; "error" not at all, as its hard link refuses a
-    taken name at the end."""
+    its rename; "skip" and "error" once before writing; an upload's "error" (no check before
+    writing) not at all, as its hard link refuses a taken name at the end."""
     calls: list[str] = []
     real_stat = os.stat
 
@@ -624,6 +628,7 @@ def test_a_file_costs_at_most_one_stat(
         return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
 
     with FileSink(tmp_path, if_exists=policy) as sink:
+        sink._stat_before_error = early
         monkeypatch.setattr(_sink.os, "stat", counting_stat)
         for number in range(3):
             sink.handle(file_events(f"{number}.txt", b"data"))

@@ -293,9 +293,10 @@ class FileSink:
         if_exists: What to do with an entry whose file already exists in ``dest`` (from
             before this transfer): ``"replace"`` it (the default), ``"skip"`` the entry (its
             bytes are still read and verified, but not written, and it is not listed in
-            :attr:`saved`), or raise ``FileExistsError`` (``"error"``): where the file system
-            has hard links, when the complete file would take the name (the link refuses
-            it, so no stat is spent on every file), else before writing it.
+            :attr:`saved`), or raise ``FileExistsError`` (``"error"``) before writing it; a
+            file that takes the name while the entry is written is refused when the
+            complete file would take it (where the file system has hard links, the link
+            refuses it, with no window between a check and the rename).
 
     Attributes:
         saved: The files written so far, in order.
@@ -327,6 +328,11 @@ class FileSink:
         self._dirs: set[str] = set()  # folders this transfer uses (explicit or as parents)
         self._explicit_dirs: set[str] = set()  # names of directory entries
         self._placed: set[tuple[int, int]] = set()  # (device, inode) of files renamed in
+        # Under "error", one stat refuses a taken name before the entry is written, so that a
+        # large file is not received and written in vain. A subclass that reads every byte
+        # of the body anyway (an upload) sets this False: where the file system has hard
+        # links, the link then refuses the name at the end, and no stat is spent per file.
+        self._stat_before_error = True
         # Recorded with one fstat per file; a subclass that needs them only to name a rare
         # error (no "replace", no End with modes) sets this False: see _placed_ids.
         self._track_inodes = True
@@ -426,11 +432,11 @@ class FileSink:
             self._current = _OpenDir(event)
             return
         folder = self._folder(name, parts[:-1])
-        # Under "error", a hard link refuses a taken name at the end: no stat needed first.
         policy = self.if_exists
-        if (policy == "skip" or (policy == "error" and not self._links)) and self._exists(
-            folder, parts[-1]
-        ):
+        look_first = policy == "skip" or (
+            policy == "error" and (self._stat_before_error or not self._links)
+        )
+        if look_first and self._exists(folder, parts[-1]):
             if self.if_exists == "skip":
                 self._current = _Skipped(event)
                 return

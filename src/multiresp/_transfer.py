@@ -51,6 +51,12 @@ def _how_it_ended(exc: httpx.TransportError) -> str:
     return "the connection failed before the response ended"
 
 
+def _shown(value: str) -> str:
+    """A header value for an error message: as sent when it is printable ASCII, else escaped
+    (bytes over 0x7F arrive as C1 controls, which a terminal acts on when it prints them)."""
+    return value if value.isascii() and value.isprintable() else repr(value)
+
+
 def _content_length(headers: httpx.Headers) -> int | None:
     value = headers.get("content-length", "")
     return int(value) if value.isascii() and value.isdigit() else None
@@ -229,11 +235,11 @@ class Transfer:
         if self.method != "GET":
             return f"only GET is resumed, not {self.method}"
         if self.etag is None:
-            return f"its ETag {etag} is weak" if etag else "it has no strong ETag"
+            return f"its ETag {_shown(etag)} is weak" if etag else "it has no strong ETag"
         if "bytes" not in ranges:
             return "it has no Accept-Ranges: bytes"
         if decoder.inflater is not None:
-            return f"it came with Content-Encoding {headers.get('content-encoding')}"
+            return f"it came with Content-Encoding {_shown(headers['content-encoding'])}"
         return None
 
     @property
@@ -251,7 +257,7 @@ class Transfer:
 
         if response.status_code in RETRY_STATUSES:
             raise ServerUnavailable(
-                f"the server answered {response.status_code} {response.reason_phrase}"
+                f"the server answered {response.status_code} {_shown(response.reason_phrase)}"
                 f" to the resume at byte {decoder.received}",
                 request=response.request,
             )
@@ -275,8 +281,10 @@ class Transfer:
             raise refuse(f"{sent}, not the rest of the body")
         etag = response.headers.get("etag")
         if etag != self.etag:  # without it, the rest may come from another version
-            said = f"changed to {etag}" if etag is not None else "is missing from the 206"
-            raise refuse(f"the ETag {self.etag} {said}: the rest may be of another version")
+            said = f"changed to {_shown(etag)}" if etag is not None else "is missing from the 206"
+            raise refuse(
+                f"the ETag {_shown(self.etag or '')} {said}: the rest may be of another version"
+            )
         if inflater_for(response.headers.get("content-encoding")) is not None:
             raise refuse("the rest came with a Content-Encoding")
         if self.total is None and total != "*":  # a chunked first response: now it is known

@@ -462,6 +462,7 @@ class ZipReader:
         "_modes_seen",
         "_padding",
         "_phase",
+        "_root_seen",
         "_step",
         "_streamed",
         "_tracker",
@@ -484,6 +485,7 @@ class ZipReader:
         self._modes: list[tuple[str, int]] = []  # (name, permission bits) from the directory
         self._modes_seen: tuple[tuple[str, int], ...] = ()  # the same, once all were read
         self._padding = 0  # NUL bytes seen after the end record
+        self._root_seen = False  # the bare "./" entry was read (it may come once)
         self._cd_start: int | None = None
         self._zip64_end: tuple[int, int, int] | None = None  # entries, cd size, cd offset
         self._zip64_end_at: int | None = None
@@ -647,6 +649,12 @@ class ZipReader:
             )
         if not hidden:
             self._tracker.admit(name)
+        elif self._root_seen:
+            # It counts toward no limit, but its record is kept for the central directory:
+            # repeated, a small body (a gzip of them, say) would hold any amount of memory.
+            raise ProtocolError(f"entry {name!r} repeats the archive's root entry", entry=name)
+        else:
+            self._root_seen = True
         if fields.unix_mode is not None:
             _refuse_file_type(name, fields.unix_mode, "mode in its local 'n' extra field")
 

@@ -114,6 +114,9 @@ class _UploadSink(FileSink):
         # It never replaces a file and gets no End with modes: the inodes of the files it
         # placed name a rare error only, and are looked up then (no fstat per file).
         self._track_inodes = False
+        # The whole body is read whatever happens: a taken name is refused by the hard link
+        # that names the complete file (where there are links), with no stat per file.
+        self._stat_before_error = False
 
     def start(self, event: EntryStart) -> None:
         try:
