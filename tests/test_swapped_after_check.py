@@ -68,13 +68,9 @@ def test_a_path_swapped_for_a_link_out_after_the_check_is_not_served(
     assert SECRET not in body
 
 
-def test_an_upload_folder_swapped_for_a_link_out_after_the_check_writes_nothing_outside(
-    share: pathlib.Path,
-    live_server: Callable[..., LiveServer],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """``/upload/sub`` checks the folder, then writes into it: a folder swapped for a link out
-    of the served folder in between must not take the upload outside."""
+def _swap_after_check(monkeypatch: pytest.MonkeyPatch, share: pathlib.Path) -> None:
+    """Make the gateway's path check swap what it let through (below the root) for a link to
+    the folder outside the share, right after checking it."""
     from multiresp import gateway as module
 
     check = module._Gateway.resolve
@@ -87,6 +83,16 @@ def test_an_upload_folder_swapped_for_a_link_out_after_the_check_writes_nothing_
         return found
 
     monkeypatch.setattr(module._Gateway, "resolve", resolve_then_swap)
+
+
+def test_an_upload_folder_swapped_for_a_link_out_after_the_check_writes_nothing_outside(
+    share: pathlib.Path,
+    live_server: Callable[..., LiveServer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``/upload/sub`` checks the folder, then writes into it: a folder swapped for a link out
+    of the served folder in between must not take the upload outside."""
+    _swap_after_check(monkeypatch, share)
     url = live_server(create_app(share, allow_upload=True)).url
     answer = httpx.post(url + "/upload/sub", files={"files": ("planted.txt", b"x")}, timeout=10)
     assert not (share.parent / "outside" / "planted.txt").exists(), answer.text
@@ -98,19 +104,8 @@ def test_the_page_of_a_folder_swapped_for_a_link_out_shows_nothing_from_outside(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The page lists the folder it checked, not one a link swapped in since leads to."""
-    from multiresp import gateway as module
-
     (share.parent / "outside" / "private-name.txt").write_bytes(b"x")
-    check = module._Gateway.resolve
-
-    def resolve_then_swap(self: module._Gateway, relative: str) -> module._Found:
-        found = check(self, relative)
-        if found.relative:
-            found.path.rename(found.path.with_name("was-" + found.path.name))
-            found.path.symlink_to(share.parent / "outside")
-        return found
-
-    monkeypatch.setattr(module._Gateway, "resolve", resolve_then_swap)
+    _swap_after_check(monkeypatch, share)
     url = live_server(create_app(share)).url
     answer = httpx.get(url + "/browse/sub/", timeout=10)
     assert "private-name" not in answer.text
