@@ -7,15 +7,19 @@ that holds. Servers that must misbehave below HTTP are raw sockets on loopback.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from multiresp import Limits, ProtocolError
@@ -155,27 +159,65 @@ def test_download_refuses_a_taken_name_before_its_bytes_arrive(
 # -- deadlines -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="download() checks its deadline when body bytes arrive or a request fails; the"
-    " read timeout bounds each read, not the response headers as a whole, which h11 lets"
-    " a server send one byte at a time (up to 16 KiB)",
-    strict=True,
-)
+def _trickle_headers(conn: socket.socket) -> None:
+    """Response headers a byte at a time: no read of them ever waits long."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\nX-Slow: ")
+    started = time.monotonic()
+    while time.monotonic() - started < STALL:
+        conn.sendall(b"a")
+        time.sleep(0.2)
+
+
 def test_deadline_holds_while_headers_trickle(
     raw_server: Callable[[Callable[[socket.socket], None]], str], tmp_path: pathlib.Path
 ) -> None:
-    def handle(conn: socket.socket) -> None:
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/zip\r\nX-Slow: ")
-        started = time.monotonic()
-        while time.monotonic() - started < STALL:
-            conn.sendall(b"a")
-            time.sleep(0.2)
-
-    url = raw_server(handle)
+    """httpcore bounds each read of the headers, not the headers as a whole: the sync
+    download's deadline must still end the request in time."""
+    url = raw_server(_trickle_headers)
     started = time.monotonic()
     with pytest.raises(TransferTimeout):
         download(url, tmp_path, deadline=0.5)
     assert time.monotonic() - started < STALL / 2
+
+
+def test_deadline_holds_while_headers_trickle_over_tls(tmp_path: pathlib.Path) -> None:
+    """The same over TLS, with the caller's own client (and its own trace, still called)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            raw, _ = listener.accept()
+            with server_context.wrap_socket(raw, server_side=True) as conn:
+                conn.recv(65536)
+                _trickle_headers(conn)
+
+    threading.Thread(target=run, daemon=True).start()
+    traced: list[str] = []
+    client_context = ssl.create_default_context(cafile=str(cert))
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/"
+    started = time.monotonic()
+    try:
+        with httpx.Client(verify=client_context) as client, pytest.raises(TransferTimeout):
+            download(
+                url,
+                tmp_path / "out",
+                client=client,
+                deadline=1.0,
+                extensions={"trace": lambda name, info: traced.append(name)},
+            )
+    finally:
+        listener.close()
+    assert time.monotonic() - started < STALL / 2
+    assert "connection.start_tls.complete" in traced
 
 
 # -- what an error message prints ------------------------------------------------------------

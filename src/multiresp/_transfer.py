@@ -10,7 +10,10 @@ through the httpx-free :class:`~multiresp._decoding.BodyDecoder`.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -151,6 +154,12 @@ class Transfer:
         if left <= 0:
             self._timed_out(f"took longer than its deadline of {self.deadline:g} s")
         return left
+
+    def seconds_left(self) -> float | None:
+        """Seconds left before the deadline (negative once past), or None without one."""
+        if self.deadline is None:
+            return None
+        return self.deadline - (self._clock() - self._started)
 
     def _wait_bound(self) -> float | None:
         """The longest a single wait for the server may last, or None for no bound."""
@@ -381,3 +390,68 @@ class Transfer:
             ),
             final=final,
         )
+
+
+# httpcore's trace events that hand over the connection's stream, and those of the headers
+_CONNECTED = frozenset(
+    {
+        "connection.connect_tcp.complete",
+        "connection.connect_unix_socket.complete",
+        "connection.start_tls.complete",
+    }
+)
+_HEADERS = "http11.receive_response_headers."
+
+
+class HeaderWatch:
+    """Holds a sync request's response headers to the transfer's deadline.
+
+    httpcore bounds each read of the headers, not the headers as a whole: a server that sends
+    them a byte at a time never lets a read time out, and would hold a sync download past its
+    deadline. The watch learns the connection's socket from httpcore's ``trace`` extension
+    when the connection is made, and shuts the socket down if the headers are still arriving
+    at the deadline: the request then fails, and the transfer raises
+    :class:`TransferTimeout`. A connection taken from the pool, made for an earlier request,
+    is not seen. (``adownload`` needs no watch: its deadline cancels the whole request.)
+    A ``trace`` of the caller's in ``extensions`` is still called, first.
+    """
+
+    def __init__(self, transfer: Transfer, kwargs: dict[str, Any]) -> None:
+        self._transfer = transfer
+        self._socket: socket.socket | None = None
+        self._timer: threading.Timer | None = None
+        self.kwargs = kwargs
+        if transfer.deadline is not None:
+            extensions = dict(kwargs.get("extensions") or {})
+            self._traced: Callable[[str, dict[str, Any]], object] | None = extensions.get("trace")
+            extensions["trace"] = self._trace
+            self.kwargs = {**kwargs, "extensions": extensions}
+
+    def _trace(self, name: str, info: dict[str, Any]) -> None:
+        if self._traced is not None:
+            self._traced(name, info)
+        if name in _CONNECTED:
+            stream = info.get("return_value")
+            found = stream.get_extra_info("socket") if stream is not None else None
+            self._socket = found if isinstance(found, socket.socket) else None
+        elif name == _HEADERS + "started":
+            left = self._transfer.seconds_left()
+            if self._socket is not None and left is not None:
+                self._timer = threading.Timer(max(left, 0.0), self._cut, (self._socket,))
+                self._timer.daemon = True
+                self._timer.start()
+        elif name.startswith(_HEADERS):  # complete, or failed
+            self.close()
+
+    @staticmethod
+    def _cut(sock: socket.socket) -> None:
+        # socket.socket's own shutdown, also for a TLS socket: the blocked read then fails
+        # as a transport error (ssl.SSLSocket.shutdown would drop its TLS state under it).
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Stop watching (the headers arrived, or the request ended)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

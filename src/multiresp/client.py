@@ -53,7 +53,7 @@ from ._errors import MultirespError
 from ._iteration import AsyncEntries, ReceivedEntry, Walker, iter_walker
 from ._progress import Progress, ProgressCallback
 from ._sink import FileSink, IfExists
-from ._transfer import Transfer
+from ._transfer import HeaderWatch, Transfer
 from ._types import Limits, SavedFile
 from ._uploading import aupload as aupload
 from ._uploading import upload as upload
@@ -346,9 +346,10 @@ def download(
         http = client if client is not None else stack.enter_context(_client())
         writer = stack.enter_context(Writer(sink))
         while True:
-            kwargs = transfer.request_kwargs(request_kwargs, http.timeout)
+            watch = HeaderWatch(transfer, transfer.request_kwargs(request_kwargs, http.timeout))
             try:
-                with http.stream(method, url, **kwargs) as resp:
+                with http.stream(method, url, **watch.kwargs) as resp:
+                    watch.close()
                     transfer.open(resp)
                     for raw in resp.iter_raw():
                         for batch in transfer.feed(raw):
@@ -358,6 +359,8 @@ def download(
             except httpx.TransportError as exc:
                 writer.put(transfer.pending())
                 time.sleep(transfer.dropped(exc))
+            finally:
+                watch.close()
         for batch in transfer.finish():
             writer.put(batch)
         writer.finish()
