@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pathlib
 import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -83,3 +85,16 @@ def open_fds() -> set[str]:
             if target.startswith("/") and not target.startswith(("/dev/", "/proc/")):
                 paths.add(target)
     return paths
+
+
+def self_signed_cert(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A certificate for 127.0.0.1 signed by its own key, made by openssl in ``folder``:
+    ``(cert, key)``, PEM files."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -13,7 +13,6 @@ import re
 import socket
 import ssl
 import struct
-import subprocess
 import threading
 import time
 import zlib
@@ -29,6 +28,8 @@ from multiresp._events import NEED_DATA, EntryStart
 from multiresp._sink import TEMP_SUFFIX, FileSink
 from multiresp._zipreader import ZipReader
 from multiresp.client import download
+
+from conftest import self_signed_cert
 
 LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 DOS_TIME, DOS_DATE = 0, 0x21  # 1980-01-01 00:00
@@ -182,13 +183,7 @@ def test_deadline_holds_while_headers_trickle(
 
 def test_deadline_holds_while_headers_trickle_over_tls(tmp_path: pathlib.Path) -> None:
     """The same over TLS, with the caller's own client (and its own trace, still called)."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_cert(tmp_path)
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     listener = socket.create_server(("127.0.0.1", 0))

@@ -10,7 +10,6 @@ import os
 import pathlib
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -37,7 +36,7 @@ from multiresp._multipart_reader import MultipartReader
 from multiresp._uploading import Tracker, iter_body, plan_upload
 from multiresp.client import Progress, aupload, upload
 
-from conftest import LiveServer
+from conftest import LiveServer, self_signed_cert
 
 MiB = 1 << 20
 ODD_SIZES = [0, 1, 2, 4095, 65_537, 1_000_003]
@@ -594,13 +593,7 @@ def tls_server(tmp_path: pathlib.Path) -> Iterator[tuple[str, pathlib.Path]]:
     """An HTTPS server on loopback with a self-signed certificate for 127.0.0.1."""
     import http.server
 
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_cert(tmp_path)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
